@@ -1,0 +1,243 @@
+"""Residual blocks of He et al. 2015 and 2016, each with a plain twin (``residual=False``).
+
+A block computes ``y = relu(F(x) + shortcut(x))``; its plain twin computes ``y = relu(F(x))``
+with exactly the same layers F. Shortcut options follow the paper (Sec. 3.3, 4.1):
+
+- ``"A"``: identity; where the shape changes, subsample by the stride and zero-pad the new
+  channels (no parameters, so a plain twin has the same parameter count);
+- ``"B"``: identity, with a 1x1 projection (+BN) only where the shape changes;
+- ``"C"``: a 1x1 projection (+BN) in every block.
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+Shortcut = Literal["A", "B", "C"]
+SHORTCUTS: tuple[str, ...] = ("A", "B", "C")
+
+
+def conv3x3(in_planes: int, out_planes: int, stride: int = 1, groups: int = 1) -> nn.Conv2d:
+    """3x3 convolution with padding 1 and no bias (BN follows)."""
+    return nn.Conv2d(in_planes, out_planes, 3, stride=stride, padding=1, groups=groups, bias=False)
+
+
+def conv1x1(in_planes: int, out_planes: int, stride: int = 1) -> nn.Conv2d:
+    """1x1 convolution with no bias."""
+    return nn.Conv2d(in_planes, out_planes, 1, stride=stride, bias=False)
+
+
+class PadShortcut(nn.Module):
+    """Option A: parameter-free shortcut that subsamples by ``stride`` and zero-pads channels."""
+
+    def __init__(self, in_planes: int, out_planes: int, stride: int) -> None:
+        super().__init__()
+        if out_planes < in_planes:
+            raise ValueError("option A cannot reduce channels; use shortcut 'B' or 'C'")
+        self.stride = stride
+        self.extra_channels = out_planes - in_planes
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.stride > 1:
+            x = x[:, :, :: self.stride, :: self.stride]
+        if self.extra_channels:
+            x = F.pad(x, (0, 0, 0, 0, 0, self.extra_channels))
+        return x
+
+    def extra_repr(self) -> str:
+        return f"stride={self.stride}, extra_channels={self.extra_channels}"
+
+
+def make_shortcut(
+    shortcut: Shortcut, in_planes: int, out_planes: int, stride: int, norm: bool = True
+) -> nn.Module | None:
+    """The shortcut module for a block, or None for a plain identity."""
+    changes_shape = stride != 1 or in_planes != out_planes
+    if shortcut == "A":
+        return PadShortcut(in_planes, out_planes, stride) if changes_shape else None
+    if shortcut == "B" and not changes_shape:
+        return None
+    if shortcut not in SHORTCUTS:
+        raise ValueError(f"shortcut must be one of {SHORTCUTS}, got {shortcut!r}")
+    # Named like torchvision's `downsample` (0: conv, 1: BN) so its checkpoints load as they are.
+    layers: list[nn.Module] = [conv1x1(in_planes, out_planes, stride)]
+    if norm:
+        layers.append(nn.BatchNorm2d(out_planes))
+    return nn.Sequential(*layers)
+
+
+class BasicBlock(nn.Module):
+    """Two 3x3 convolutions (Fig. 2 of the paper); ResNet-18/34 and the CIFAR nets."""
+
+    expansion = 1
+
+    def __init__(
+        self,
+        in_planes: int,
+        planes: int,
+        stride: int = 1,
+        shortcut: Shortcut = "B",
+        residual: bool = True,
+    ) -> None:
+        super().__init__()
+        self.residual = residual
+        self.conv1 = conv3x3(in_planes, planes, stride)
+        self.bn1 = nn.BatchNorm2d(planes)
+        self.relu = nn.ReLU(inplace=True)
+        self.conv2 = conv3x3(planes, planes)
+        self.bn2 = nn.BatchNorm2d(planes)
+        self.downsample = make_shortcut(shortcut, in_planes, planes, stride) if residual else None
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        out = self.relu(self.bn1(self.conv1(x)))
+        out = self.bn2(self.conv2(out))
+        if self.residual:
+            out = out + (x if self.downsample is None else self.downsample(x))
+        return self.relu(out)
+
+    def zero_init_last(self) -> None:
+        """Start the residual branch at zero so the block begins as the identity."""
+        nn.init.zeros_(self.bn2.weight)
+
+
+class Bottleneck(nn.Module):
+    """1x1 reduce, 3x3, 1x1 expand (Fig. 5); stride on the 3x3 as in torchvision."""
+
+    expansion = 4
+
+    def __init__(
+        self,
+        in_planes: int,
+        planes: int,
+        stride: int = 1,
+        shortcut: Shortcut = "B",
+        residual: bool = True,
+        groups: int = 1,
+        width_per_group: int = 64,
+        width: float = 1.0,
+    ) -> None:
+        super().__init__()
+        self.residual = residual
+        inner = int(planes * width * width_per_group / 64) * groups
+        out_planes = planes * self.expansion
+        self.conv1 = conv1x1(in_planes, inner)
+        self.bn1 = nn.BatchNorm2d(inner)
+        self.conv2 = conv3x3(inner, inner, stride, groups)
+        self.bn2 = nn.BatchNorm2d(inner)
+        self.conv3 = conv1x1(inner, out_planes)
+        self.bn3 = nn.BatchNorm2d(out_planes)
+        self.relu = nn.ReLU(inplace=True)
+        self.downsample = (
+            make_shortcut(shortcut, in_planes, out_planes, stride) if residual else None
+        )
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        out = self.relu(self.bn1(self.conv1(x)))
+        out = self.relu(self.bn2(self.conv2(out)))
+        out = self.bn3(self.conv3(out))
+        if self.residual:
+            out = out + (x if self.downsample is None else self.downsample(x))
+        return self.relu(out)
+
+    def zero_init_last(self) -> None:
+        """Start the residual branch at zero so the block begins as the identity."""
+        nn.init.zeros_(self.bn3.weight)
+
+
+class PreActBasicBlock(nn.Module):
+    """Pre-activation unit (He et al. 2016): BN-ReLU-conv3x3 twice, nothing after the add."""
+
+    expansion = 1
+
+    def __init__(
+        self,
+        in_planes: int,
+        planes: int,
+        stride: int = 1,
+        shortcut: Shortcut = "B",
+        residual: bool = True,
+    ) -> None:
+        super().__init__()
+        self.residual = residual
+        self.bn1 = nn.BatchNorm2d(in_planes)
+        self.conv1 = conv3x3(in_planes, planes, stride)
+        self.bn2 = nn.BatchNorm2d(planes)
+        self.conv2 = conv3x3(planes, planes)
+        self.relu = nn.ReLU(inplace=True)
+        # As in the authors' code, a projection shortcut has no BN of its own.
+        self.downsample = (
+            make_shortcut(shortcut, in_planes, planes, stride, norm=False) if residual else None
+        )
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        out = self.relu(self.bn1(x))
+        identity = _preact_shortcut(self.downsample, x, out)
+        out = self.conv1(out)
+        out = self.conv2(self.relu(self.bn2(out)))
+        return out + identity if self.residual else out
+
+    def zero_init_last(self) -> None:
+        """Zero the branch's last conv (there is no BN after it) so the unit starts as identity."""
+        nn.init.zeros_(self.conv2.weight)
+
+
+class PreActBottleneck(nn.Module):
+    """Pre-activation bottleneck unit: BN-ReLU-conv1x1, BN-ReLU-conv3x3, BN-ReLU-conv1x1."""
+
+    expansion = 4
+
+    def __init__(
+        self,
+        in_planes: int,
+        planes: int,
+        stride: int = 1,
+        shortcut: Shortcut = "B",
+        residual: bool = True,
+        groups: int = 1,
+        width_per_group: int = 64,
+        width: float = 1.0,
+    ) -> None:
+        super().__init__()
+        self.residual = residual
+        inner = int(planes * width * width_per_group / 64) * groups
+        out_planes = planes * self.expansion
+        self.bn1 = nn.BatchNorm2d(in_planes)
+        self.conv1 = conv1x1(in_planes, inner)
+        self.bn2 = nn.BatchNorm2d(inner)
+        self.conv2 = conv3x3(inner, inner, stride, groups)
+        self.bn3 = nn.BatchNorm2d(inner)
+        self.conv3 = conv1x1(inner, out_planes)
+        self.relu = nn.ReLU(inplace=True)
+        self.downsample = (
+            make_shortcut(shortcut, in_planes, out_planes, stride, norm=False) if residual else None
+        )
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        out = self.relu(self.bn1(x))
+        identity = _preact_shortcut(self.downsample, x, out)
+        out = self.conv1(out)
+        out = self.conv2(self.relu(self.bn2(out)))
+        out = self.conv3(self.relu(self.bn3(out)))
+        return out + identity if self.residual else out
+
+    def zero_init_last(self) -> None:
+        """Zero the branch's last conv so the unit starts as the identity."""
+        nn.init.zeros_(self.conv3.weight)
+
+
+def _preact_shortcut(
+    downsample: nn.Module | None, x: torch.Tensor, activated: torch.Tensor
+) -> torch.Tensor:
+    """A pre-activation unit's shortcut: projections read the activated input (authors' code)."""
+    if downsample is None:
+        return x
+    if isinstance(downsample, PadShortcut):
+        return downsample(x)
+    return downsample(activated)
+
+
+Block = BasicBlock | Bottleneck | PreActBasicBlock | PreActBottleneck

@@ -1,0 +1,82 @@
+"""Size of a network: parameters, FLOPs (PyTorch's counter) and depth as the paper counts it."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+from torch import fx, nn
+from torch.utils.flop_counter import FlopCounterMode
+
+from .registry import create_model, get_spec
+
+WEIGHTED_LAYERS = (nn.Conv1d, nn.Conv2d, nn.Conv3d, nn.Linear)
+
+
+def count_params(model: nn.Module) -> int:
+    """Number of learnable parameters."""
+    return sum(p.numel() for p in model.parameters() if p.requires_grad)
+
+
+def count_flops(model: nn.Module, input_size: tuple[int, ...], batch: int = 1) -> int:
+    """FLOPs of one forward pass by torch.utils.flop_counter (a multiply-add counts as 2)."""
+    device = next(model.parameters()).device
+    x = torch.zeros(batch, *input_size, device=device)
+    with torch.no_grad(), FlopCounterMode(display=False) as counter:
+        model.eval()(x)
+    return int(counter.get_total_flops())
+
+
+def count_depth(model: nn.Module) -> int:
+    """Weighted layers (conv, linear) on the longest input-to-output path of the traced graph."""
+    graph = fx.symbolic_trace(model).graph
+    depth: dict[fx.Node, int] = {}
+    modules = dict(model.named_modules())
+    for node in graph.nodes:
+        before = max((depth[a] for a in node.all_input_nodes), default=0)
+        weighted = node.op == "call_module" and isinstance(modules[node.target], WEIGHTED_LAYERS)
+        depth[node] = before + int(weighted)
+        if node.op == "output":
+            return depth[node]
+    raise ValueError("the traced graph has no output")
+
+
+@dataclass(frozen=True)
+class ModelSummary:
+    """One row of `resnets models`."""
+
+    name: str
+    family: str
+    depth: int
+    residual: bool
+    shortcut: str  # "A", "B" or "C"; "none" for a plain net
+    params: int
+    flops: int
+    input_size: tuple[int, int, int]
+
+    @property
+    def macs(self) -> int:
+        """Multiply-adds, the unit of the paper's "FLOPs" (3.6G for ResNet-34)."""
+        return self.flops // 2
+
+
+def summarize(name: str, **options: object) -> ModelSummary:
+    """Parameters and FLOPs of a registered model at its family's input size, built on 'meta'."""
+    spec = get_spec(name)
+    # The meta device allocates no memory and runs no kernels: sizing resnet1202 is instant.
+    with torch.device("meta"):
+        model = create_model(name, **options)
+    in_ch = int(options.get("in_channels", spec.input_size[0]))  # type: ignore[call-overload]
+    size = (in_ch, *spec.input_size[1:])
+    return ModelSummary(
+        name=name,
+        family=spec.family,
+        depth=spec.depth,
+        residual=spec.residual,
+        shortcut=str(options.get("shortcut", spec.options["shortcut"]))
+        if spec.residual
+        else "none",
+        params=count_params(model),
+        flops=count_flops(model, size),
+        input_size=size,
+    )

@@ -1,0 +1,37 @@
+"""`resnets models` and the CLI's error contract."""
+
+from __future__ import annotations
+
+import json
+
+from conftest import assert_clean_error, run_cli
+
+from resnets.models import list_models
+
+
+def test_models_table_lists_every_model() -> None:
+    proc = run_cli("models")
+    assert proc.returncode == 0, proc.stderr
+    for name in list_models():
+        assert name in proc.stdout
+    assert "19.42M" in proc.stdout  # resnet1202's parameters
+
+
+def test_models_json_is_machine_readable() -> None:
+    proc = run_cli("models", "resnet1?", "--json")
+    assert proc.returncode == 0, proc.stderr
+    rows = {r["name"]: r for r in json.loads(proc.stdout)}
+    assert set(rows) == {"resnet18"}
+    r = rows["resnet18"]
+    assert r["params"] == 11_689_512 and r["depth"] == 18 and r["shortcut"] == "B"
+    assert r["flops"] == 2 * r["macs"] and 1.7e9 < r["macs"] < 1.9e9
+
+
+def test_unknown_model_is_one_line_with_suggestions() -> None:
+    proc = run_cli("models", "resnet21")
+    assert_clean_error(proc, "unknown model 'resnet21'", "resnet20")
+    assert proc.returncode == 2
+
+
+def test_unknown_subcommand_is_one_line() -> None:
+    assert_clean_error(run_cli("bogus"), "invalid choice")
