@@ -62,9 +62,7 @@ def test_imagenet_param_counts_exact(depth: int) -> None:
     model = meta_model(f"resnet{depth}")
     assert count_params(model) == IMAGENET_PARAMS[depth]
     # The plain twin lacks only the projection shortcuts; with option A nothing differs.
-    projections = sum(
-        count_params(b.downsample) for b in model.blocks() if b.downsample is not None
-    )
+    projections = sum(count_params(b.downsample) for b in model.blocks() if b.downsample is not None)
     assert count_params(meta_model(f"plain{depth}")) == IMAGENET_PARAMS[depth] - projections
     assert count_params(meta_model(f"resnet{depth}", shortcut="A")) == count_params(
         meta_model(f"plain{depth}")
@@ -97,8 +95,7 @@ def test_state_dict_layout_identical_to_torchvision(name: str) -> None:
 def test_torchvision_format_checkpoint_loads_strict(tmp_path: Path) -> None:
     # A checkpoint laid out exactly as the fixture's keys and shapes loads with strict=True.
     state = {
-        k: torch.randn(shape) if shape else torch.tensor(0)
-        for k, shape in FIXTURE["models"]["resnet18"]
+        k: torch.randn(shape) if shape else torch.tensor(0) for k, shape in FIXTURE["models"]["resnet18"]
     }
     path = tmp_path / "resnet18.pth"
     torch.save(state, path)
@@ -205,9 +202,7 @@ def test_he_initialisation() -> None:
 def test_width_groups_and_in_channels() -> None:
     wide = meta_model("resnet20", width=4)  # WRN-style: 64/128/256 channels
     assert wide.fc.in_features == 256
-    assert count_params(meta_model("resnet50", width=2.0)) == count_params(
-        meta_model("wide_resnet50_2")
-    )
+    assert count_params(meta_model("resnet50", width=2.0)) == count_params(meta_model("wide_resnet50_2"))
     assert meta_model("resnext50_32x4d").layer1[0].conv2.groups == 32
     mnist = create_model("resnet20", in_channels=1).eval()
     with torch.no_grad():

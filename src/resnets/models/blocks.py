@@ -131,9 +131,7 @@ class Bottleneck(nn.Module):
         self.conv3 = conv1x1(inner, out_planes)
         self.bn3 = nn.BatchNorm2d(out_planes)
         self.relu = nn.ReLU(inplace=True)
-        self.downsample = (
-            make_shortcut(shortcut, in_planes, out_planes, stride) if residual else None
-        )
+        self.downsample = make_shortcut(shortcut, in_planes, out_planes, stride) if residual else None
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         out = self.relu(self.bn1(self.conv1(x)))
@@ -169,9 +167,7 @@ class PreActBasicBlock(nn.Module):
         self.conv2 = conv3x3(planes, planes)
         self.relu = nn.ReLU(inplace=True)
         # As in the authors' code, a projection shortcut has no BN of its own.
-        self.downsample = (
-            make_shortcut(shortcut, in_planes, planes, stride, norm=False) if residual else None
-        )
+        self.downsample = make_shortcut(shortcut, in_planes, planes, stride, norm=False) if residual else None
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         out = self.relu(self.bn1(x))
@@ -229,9 +225,7 @@ class PreActBottleneck(nn.Module):
         nn.init.zeros_(self.conv3.weight)
 
 
-def _preact_shortcut(
-    downsample: nn.Module | None, x: torch.Tensor, activated: torch.Tensor
-) -> torch.Tensor:
+def _preact_shortcut(downsample: nn.Module | None, x: torch.Tensor, activated: torch.Tensor) -> torch.Tensor:
     """A pre-activation unit's shortcut: projections read the activated input (authors' code)."""
     if downsample is None:
         return x

@@ -73,9 +73,7 @@ def summarize(name: str, **options: object) -> ModelSummary:
         family=spec.family,
         depth=spec.depth,
         residual=spec.residual,
-        shortcut=str(options.get("shortcut", spec.options["shortcut"]))
-        if spec.residual
-        else "none",
+        shortcut=str(options.get("shortcut", spec.options["shortcut"])) if spec.residual else "none",
         params=count_params(model),
         flops=count_flops(model, size),
         input_size=size,

@@ -179,8 +179,7 @@ def _check_options(spec: ModelSpec, given: dict[str, Any], opts: dict[str, Any])
         raise ResnetsError(f"{spec.name} is a plain net and has no shortcuts; drop 'shortcut'")
     if not spec.residual and opts.get("zero_init_residual"):
         raise ResnetsError(
-            f"zero_init_residual would zero every block of plain net {spec.name}; "
-            "it needs shortcuts"
+            f"zero_init_residual would zero every block of plain net {spec.name}; it needs shortcuts"
         )
     for key in ("in_channels", "groups", "width_per_group"):
         value = opts.get(key, 1)
@@ -191,9 +190,7 @@ def _check_options(spec: ModelSpec, given: dict[str, Any], opts: dict[str, Any])
         raise ResnetsError(f"width must be a number in (0, 64], got {width!r}")
     basic_blocks = spec.family != "cifar" and spec.depth in (18, 34, 110)
     if basic_blocks and (opts.get("groups", 1) != 1 or opts.get("width_per_group", 64) != 64):
-        raise ResnetsError(
-            f"groups and width_per_group need bottleneck blocks; {spec.name} has basic blocks"
-        )
+        raise ResnetsError(f"groups and width_per_group need bottleneck blocks; {spec.name} has basic blocks")
 
 
 def model_options() -> dict[str, tuple[str, ...]]:

@@ -1,0 +1,1 @@
+"""The `resnets` subcommands, one module each."""

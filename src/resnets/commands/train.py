@@ -1,0 +1,164 @@
+"""`resnets train` and `resnets eval`."""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+from typing import Any
+
+from ..errors import ResnetsError
+
+S = argparse.SUPPRESS  # only flags the user gave reach the config; the rest keep its defaults
+
+# Settings a resumed run may change: how long it goes and how often it reports.
+RESUME_MAY_CHANGE = {"epochs", "iterations", "eval_every", "checkpoint_every", "device", "keep_checkpoints"}
+
+
+def add_parsers(sub: argparse._SubParsersAction) -> None:
+    """Register `resnets train` and `resnets eval`."""
+    p = sub.add_parser("train", help="train a model; writes a run directory (--out)",
+                       argument_default=S)  # fmt: skip
+    p.add_argument("--model", help="model name (see `resnets models`), default resnet20")
+    p.add_argument("--dataset", help="digits (built in), cifar10, cifar100, mnist, imagefolder, synthetic")
+    p.add_argument("--data-dir", help="folder holding the dataset's files")
+    p.add_argument("--out", help="run directory, default runs/run")
+    p.add_argument("--resume", action="store_true", help="continue the run in --out from its last checkpoint")
+    length = p.add_mutually_exclusive_group()
+    length.add_argument("--epochs", type=int, help="passes over the training set (default 15)")
+    length.add_argument("--iterations", type=int, help="optimisation steps instead of epochs")
+    p.add_argument("--batch-size", type=int, help="images per step (default 128)")
+    p.add_argument("--lr", type=float, help="peak learning rate (default 0.1)")
+    p.add_argument("--momentum", type=float, help="SGD momentum (default 0.9)")
+    p.add_argument("--nesterov", action="store_true", help="Nesterov momentum")
+    p.add_argument("--weight-decay", type=float, help="L2 weight decay (default 1e-4)")
+    p.add_argument(
+        "--no-decay-on-norm-and-bias", action="store_true", help="no weight decay on BN and biases"
+    )
+    p.add_argument("--schedule", help="paper (default), cosine, onecycle or constant")
+    p.add_argument(
+        "--warmup", type=int, dest="warmup_steps", help="warm-up steps (paper: 400 at lr/10 for depth >= 110)"
+    )
+    p.add_argument("--label-smoothing", type=float, help="label smoothing (default 0)")
+    p.add_argument("--precision", help="fp32 (default), bf16 or fp16 (CUDA)")
+    p.add_argument("--channels-last", action="store_true", help="NHWC memory format")
+    p.add_argument("--compile", action="store_true", help="torch.compile the model")
+    p.add_argument("--eval-every", type=int, help="steps between evaluations (default: each epoch)")
+    p.add_argument(
+        "--checkpoint-every", type=int, help="steps between checkpoints (default: each evaluation)"
+    )
+    p.add_argument("--keep-checkpoints", type=int, help="checkpoints kept (default 2)")
+    p.add_argument("--train-subset", type=int, help="train on a seeded subset of this many images")
+    p.add_argument("--seed", type=int, help="seed of initialisation, data order and augmentation (default 0)")
+    p.add_argument("--device", help="auto (default), cpu, cuda, cuda:N")
+    p.add_argument("--shortcut", choices=["A", "B", "C"], help="shortcut option (residual nets)")
+    p.add_argument("--zero-init-residual", action="store_true", help="zero each block's last BN gamma")
+    p.add_argument("--width", type=float, help="width multiplier")
+    p.add_argument("--image-size", type=int, help="resize imagefolder images to this square size")
+    p.add_argument("--quiet", action="store_true", help="no progress output")
+    p.set_defaults(func=run_train)
+
+    e = sub.add_parser("eval", help="evaluate a run's model: loss and error")
+    e.add_argument("--run", required=True, help="run directory written by `resnets train`")
+    e.add_argument("--dataset", help="another dataset with the same classes (default: the run's)")
+    e.add_argument("--data-dir", help="folder holding that dataset's files")
+    e.add_argument("--split", choices=["test", "train"], default="test")
+    e.add_argument("--batch-size", type=int, default=256)
+    e.add_argument("--device", default="auto")
+    e.add_argument("--tta", action="store_true", help="average with horizontally flipped images")
+    e.add_argument("--json", action="store_true", help="print JSON")
+    e.set_defaults(func=run_eval)
+
+
+def config_from_args(args: argparse.Namespace) -> tuple[Any, bool, bool]:
+    """The TrainConfig the flags describe (merged with the run's own when resuming)."""
+    from ..training import TrainConfig
+    from ..training.trainer import CONFIG_FILE
+
+    given = vars(args).copy()
+    for key in ("func", "command"):
+        given.pop(key, None)
+    resume, quiet = given.pop("resume", False), given.pop("quiet", False)
+    model_options = {k: given.pop(k) for k in ("shortcut", "zero_init_residual", "width") if k in given}
+    dataset_options = {k: given.pop(k) for k in ("image_size",) if k in given}
+    if model_options:
+        given["model_options"] = model_options
+    if dataset_options:
+        given["dataset_options"] = dataset_options
+    if not resume:
+        return TrainConfig(**given).validate(), False, quiet
+
+    out = Path(given.get("out", TrainConfig.out))
+    if not (out / CONFIG_FILE).exists():
+        raise ResnetsError(f"no run to resume in {out} ({CONFIG_FILE} missing); drop --resume to start one")
+    saved = TrainConfig.load(out / CONFIG_FILE)
+    for key, value in given.items():
+        if key in RESUME_MAY_CHANGE:
+            setattr(saved, key, value)
+            if key in ("epochs", "iterations"):  # a new length replaces the old one
+                setattr(saved, "iterations" if key == "epochs" else "epochs", None)
+        elif key != "out" and value != getattr(saved, key):
+            raise ResnetsError(
+                f"--{key.replace('_', '-')} {value} differs from the run's {getattr(saved, key)!r}; "
+                "a resumed run keeps its settings (only length, evaluation and device may change)"
+            )
+    saved.out = str(out)
+    return saved.validate(), True, quiet
+
+
+def run_train(args: argparse.Namespace) -> int:
+    """Train and print a one-line summary of the final evaluation."""
+    from ..training import train
+
+    cfg, resume, quiet = config_from_args(args)
+    result = train(cfg, resume=resume, progress=not quiet)
+    m = result.metrics
+    if m:
+        print(
+            f"{cfg.model} on {cfg.dataset}: test error {m['test_error']:.2%} "
+            f"(loss {m['test_loss']:.4f}), train error {m['train_error']:.2%} after {m['step']} steps, "
+            f"{m['time']:.1f} s training; run saved in {result.run_dir}"
+        )
+    return 0
+
+
+def run_eval(args: argparse.Namespace) -> int:
+    """Evaluate a run's model on a split and print loss and error."""
+    from ..data import TensorLoader, load_dataset
+    from ..training import evaluate
+    from ..training.runs import load_run
+    from ..training.trainer import resolve_device
+
+    if args.batch_size < 1:
+        raise ResnetsError(f"batch-size must be a positive integer, got {args.batch_size}")
+    device = resolve_device(args.device)
+    run = load_run(args.run, device)
+    name = args.dataset or run.config.dataset
+    data_dir = args.data_dir if args.dataset else (args.data_dir or run.config.data_dir)
+    options = run.config.dataset_options if name == run.config.dataset else {}
+    data = load_dataset(name, data_dir, **options)
+    if (
+        data.num_classes != run.resolved["num_classes"]
+        or list(data.image_shape) != run.resolved["image_shape"]
+    ):
+        raise ResnetsError(
+            f"{name} has {data.num_classes} classes of {data.image_shape} images; the run's model "
+            f"expects {run.resolved['num_classes']} of {tuple(run.resolved['image_shape'])}"
+        )
+    split = data.test if args.split == "test" else data.train
+    # The run's own normalisation, whatever the dataset: the model was trained with it.
+    loader = TensorLoader(split, args.batch_size, run.resolved["mean"], run.resolved["std"], device)
+    loss, error = evaluate(run.model, loader, flip_tta=args.tta)
+    result = {
+        "run": str(run.path), "model": run.config.model, "dataset": name, "split": args.split,
+        "images": len(split), "loss": loss, "error": error, "accuracy": 1 - error,
+        "weights": str(run.weights),
+    }  # fmt: skip
+    if args.json:
+        print(json.dumps(result, indent=1))
+    else:
+        print(
+            f"{run.config.model} on {name} {args.split}: error {error:.2%} "
+            f"(accuracy {1 - error:.2%}), loss {loss:.4f} over {len(split)} images"
+        )
+    return 0

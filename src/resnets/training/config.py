@@ -1,0 +1,130 @@
+"""Every training setting in one typed config, checked before any work starts."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from ..errors import ResnetsError
+
+SCHEDULES = ("paper", "cosine", "onecycle", "constant")
+PRECISIONS = ("fp32", "bf16", "fp16")
+
+
+@dataclass
+class TrainConfig:
+    """The settings of one run; written resolved to ``config.json`` in the run directory."""
+
+    model: str = "resnet20"
+    dataset: str = "digits"
+    data_dir: str | None = None
+    out: str = "runs/run"
+    epochs: int | None = None  # give epochs or iterations; neither means 15 epochs
+    iterations: int | None = None
+    batch_size: int = 128
+    lr: float = 0.1
+    momentum: float = 0.9
+    nesterov: bool = False
+    weight_decay: float = 1e-4
+    no_decay_on_norm_and_bias: bool = False
+    schedule: str = "paper"  # lr /10 at 50% and 75% of the steps (the paper's 32k/48k of 64k)
+    warmup_steps: int | None = None  # None: the paper's 400 steps at lr/10 for nets of depth >= 110
+    label_smoothing: float = 0.0
+    precision: str = "fp32"
+    channels_last: bool = False
+    compile: bool = False
+    eval_every: int | None = None  # steps between evaluations; None: once per epoch
+    checkpoint_every: int | None = None  # steps between checkpoints; None: at every evaluation
+    keep_checkpoints: int = 2
+    train_subset: int | None = None  # train on a seeded random subset of this many images
+    seed: int = 0
+    device: str = "auto"
+    model_options: dict[str, Any] = field(default_factory=dict)
+    dataset_options: dict[str, Any] = field(default_factory=dict)
+
+    def validate(self) -> TrainConfig:
+        """Raise a one-line ResnetsError for a setting that makes no sense; return self."""
+        _positive_int("batch_size", self.batch_size)
+        if self.epochs is not None and self.iterations is not None:
+            raise ResnetsError("give --epochs or --iterations, not both")
+        for name in ("epochs", "iterations", "eval_every", "checkpoint_every", "train_subset"):
+            if getattr(self, name) is not None:
+                _positive_int(name, getattr(self, name))
+        _positive_int("keep_checkpoints", self.keep_checkpoints)
+        _finite("lr", self.lr, low=0.0, low_open=True)
+        _finite("momentum", self.momentum, low=0.0, high=1.0, high_open=True)
+        _finite("weight_decay", self.weight_decay, low=0.0)
+        _finite("label_smoothing", self.label_smoothing, low=0.0, high=1.0, high_open=True)
+        if self.warmup_steps is not None and (not _is_int(self.warmup_steps) or self.warmup_steps < 0):
+            raise ResnetsError(f"warmup_steps must be an integer >= 0, got {self.warmup_steps!r}")
+        if self.schedule not in SCHEDULES:
+            raise ResnetsError(f"unknown schedule {self.schedule!r}; choose one of {', '.join(SCHEDULES)}")
+        if self.precision not in PRECISIONS:
+            raise ResnetsError(f"unknown precision {self.precision!r}; choose one of {', '.join(PRECISIONS)}")
+        if self.nesterov and self.momentum == 0:
+            raise ResnetsError("nesterov needs momentum > 0")
+        if not _is_int(self.seed) or self.seed < 0:
+            raise ResnetsError(f"seed must be an integer >= 0, got {self.seed!r}")
+        if not isinstance(self.model_options, dict) or not isinstance(self.dataset_options, dict):
+            raise ResnetsError("model_options and dataset_options must be JSON objects")
+        return self
+
+    def to_json(self) -> str:
+        """The config as pretty JSON."""
+        return json.dumps(dataclasses.asdict(self), indent=2, sort_keys=True) + "\n"
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any], source: str = "config") -> TrainConfig:
+        """A config from a dict (e.g. a run's config.json); unknown keys are an error."""
+        if not isinstance(data, dict):
+            raise ResnetsError(f"{source}: expected a JSON object")
+        known = {f.name for f in dataclasses.fields(cls)}
+        data = {k: v for k, v in data.items() if k != "resolved"}  # derived values, not settings
+        extra = sorted(set(data) - known)
+        if extra:
+            raise ResnetsError(f"{source}: unknown setting(s) {', '.join(extra)}")
+        return cls(**data).validate()
+
+    @classmethod
+    def load(cls, path: Path) -> TrainConfig:
+        """Read a config.json."""
+        try:
+            data = json.loads(path.read_text())
+        except FileNotFoundError:
+            raise ResnetsError(f"{path} not found; is this a run directory?") from None
+        except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
+            raise ResnetsError(f"{path} is not valid JSON ({e})") from None
+        return cls.from_dict(data, source=str(path))
+
+
+def _is_int(value: object) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _positive_int(name: str, value: object) -> None:
+    if not _is_int(value) or value < 1:  # type: ignore[operator]
+        raise ResnetsError(f"{name.replace('_', '-')} must be a positive integer, got {value!r}")
+
+
+def _finite(
+    name: str,
+    value: object,
+    low: float | None = None,
+    high: float | None = None,
+    low_open: bool = False,
+    high_open: bool = False,
+) -> None:
+    ok = isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value)
+    if ok and low is not None:
+        ok = value > low if low_open else value >= low  # type: ignore[operator]
+    if ok and high is not None:
+        ok = value < high if high_open else value <= high  # type: ignore[operator]
+    if not ok:
+        lo = "" if low is None else ("(" if low_open else "[") + f"{low:g}"
+        hi = "" if high is None else f"{high:g}" + (")" if high_open else "]")
+        rng = f"in {lo}, {hi}" if high is not None else (f"> {low:g}" if low_open else f">= {low:g}")
+        raise ResnetsError(f"{name.replace('_', '-')} must be a number {rng}, got {value!r}")

@@ -1,0 +1,315 @@
+"""The training loop: SGD on a dataset held on the device, evaluated, checkpointed, resumable.
+
+Everything a resumed run needs is either in the checkpoint (weights, optimizer, step, RNG,
+running sums) or a pure function of the config and the step (data order, augmentation,
+learning rate), so a run killed and resumed ends with the same weights as one that never
+stopped.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import signal
+import time
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from ..data import Dataset, TensorLoader, load_dataset
+from ..errors import ResnetsError
+from ..io import atomic_write_text
+from ..models import create_model, get_spec
+from .checkpoint import (
+    WEIGHTS_FILE,
+    list_checkpoints,
+    load_into,
+    load_latest_checkpoint,
+    save_checkpoint,
+    save_weights,
+)
+from .config import TrainConfig
+from .evaluate import evaluate
+from .precision import autocast, check_precision, grad_scaler
+from .progress import Progress
+from .schedules import default_warmup, lr_at
+
+DEFAULT_EPOCHS = 15
+METRICS_FILE = "metrics.jsonl"
+CONFIG_FILE = "config.json"
+
+
+class Diverged(ResnetsError):
+    """The loss became NaN or infinite."""
+
+
+class Interrupted(ResnetsError):
+    """Ctrl-C: the run was checkpointed and can be resumed."""
+
+
+def resolve_device(name: str) -> torch.device:
+    """'auto' is the GPU when there is one, else the CPU."""
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        device = torch.device(name)
+    except (RuntimeError, ValueError):
+        raise ResnetsError(f"unknown device {name!r}; use auto, cpu or cuda[:N]") from None
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise ResnetsError("--device cuda but no CUDA GPU is available; use --device cpu")
+    return device
+
+
+def build_model(cfg: TrainConfig, data: Dataset) -> nn.Module:
+    """The config's model, sized for the dataset's channels and classes, seeded."""
+    torch.manual_seed(cfg.seed)
+    options = {"in_channels": data.image_shape[0], **cfg.model_options}
+    return create_model(cfg.model, num_classes=data.num_classes, **options)
+
+
+def make_optimizer(model: nn.Module, cfg: TrainConfig) -> torch.optim.SGD:
+    """SGD with momentum; optionally no weight decay on BN parameters and biases."""
+    decay, no_decay = [], []
+    for p in model.parameters():
+        (no_decay if cfg.no_decay_on_norm_and_bias and p.ndim <= 1 else decay).append(p)
+    groups = [{"params": decay, "weight_decay": cfg.weight_decay}]
+    if no_decay:
+        groups.append({"params": no_decay, "weight_decay": 0.0})
+    return torch.optim.SGD(groups, lr=cfg.lr, momentum=cfg.momentum, nesterov=cfg.nesterov)
+
+
+@dataclass
+class Running:
+    """Sums of training loss and errors since the last evaluation."""
+
+    loss: float = 0.0
+    wrong: int = 0
+    seen: int = 0
+    seconds: float = 0.0  # time spent in training steps, for images/s
+
+    def add(self, loss: float, wrong: int, n: int) -> None:
+        self.loss += loss * n
+        self.wrong += wrong
+        self.seen += n
+
+
+@dataclass
+class RunResult:
+    """What a finished run produced."""
+
+    run_dir: Path
+    steps: int
+    metrics: dict[str, Any]
+    model: nn.Module = field(repr=False)
+
+
+class _SigintFlag:
+    """Turns Ctrl-C into a flag checked between steps, so a checkpoint is never half a step."""
+
+    def __init__(self) -> None:
+        self.raised = False
+
+    @contextmanager
+    def installed(self):
+        try:
+            previous = signal.signal(signal.SIGINT, self._handle)
+        except ValueError:  # not the main thread: leave Ctrl-C alone
+            yield self
+            return
+        try:
+            yield self
+        finally:
+            signal.signal(signal.SIGINT, previous)
+
+    def _handle(self, signum: int, frame: object) -> None:
+        if self.raised:  # a second Ctrl-C stops at once
+            raise KeyboardInterrupt
+        self.raised = True
+
+
+def check_run_dir(run_dir: Path, resume: bool) -> None:
+    """Refuse to overwrite a finished or resumable run unless resuming it."""
+    if not resume and (list_checkpoints(run_dir) or (run_dir / WEIGHTS_FILE).exists()):
+        raise ResnetsError(
+            f"{run_dir} already holds a run; pass --resume to continue it or choose another --out"
+        )
+
+
+def write_config(run_dir: Path, cfg: TrainConfig, resolved: dict[str, Any]) -> None:
+    """config.json: every setting, plus what was derived from them under "resolved"."""
+    record = json.loads(cfg.to_json()) | {"resolved": resolved}
+    atomic_write_text(run_dir / CONFIG_FILE, json.dumps(record, indent=2, sort_keys=True) + "\n")
+
+
+def _rewrite_metrics(path: Path, up_to_step: int) -> None:
+    """Keep the metrics lines a resumed run has already produced (a kill may cut a line)."""
+    if not path.exists():
+        return
+    kept = []
+    for line in path.read_text().splitlines():
+        try:
+            if json.loads(line)["step"] <= up_to_step:
+                kept.append(line)
+        except (json.JSONDecodeError, KeyError, TypeError):
+            continue
+    atomic_write_text(path, "".join(k + "\n" for k in kept))
+
+
+def _append_line(path: Path, record: dict[str, Any]) -> None:
+    with open(path, "a") as f:
+        f.write(json.dumps(record) + "\n")
+        f.flush()
+        os.fsync(f.fileno())
+
+
+def train(cfg: TrainConfig, resume: bool = False, progress: bool = True) -> RunResult:
+    """Train ``cfg.model`` on ``cfg.dataset``, writing the run directory ``cfg.out``."""
+    cfg.validate()
+    device = resolve_device(cfg.device)
+    check_precision(cfg.precision, device)
+    spec = get_spec(cfg.model)  # fail on an unknown model before loading any data
+    data = load_dataset(cfg.dataset, cfg.data_dir, **cfg.dataset_options)
+    run_dir = Path(cfg.out)
+    check_run_dir(run_dir, resume)
+
+    # Data: the whole dataset on the device, augmented in batches.
+    train_split = data.train.subset(cfg.train_subset, cfg.seed) if cfg.train_subset else data.train
+    loader_kw = {"mean": data.mean, "std": data.std, "device": device, "channels_last": cfg.channels_last}
+    train_loader = TensorLoader(
+        train_split, cfg.batch_size, train=True, crop_padding=data.crop_padding, flip=data.flip,
+        seed=cfg.seed, **loader_kw,
+    )  # fmt: skip
+    test_loader = TensorLoader(data.test, cfg.batch_size, **loader_kw)
+    steps_per_epoch = len(train_loader)
+    if steps_per_epoch == 0:
+        raise ResnetsError(
+            f"batch size {cfg.batch_size} is larger than the training set "
+            f"({len(train_split)} images); lower --batch-size"
+        )
+    total = cfg.iterations or (cfg.epochs or DEFAULT_EPOCHS) * steps_per_epoch
+    eval_every = cfg.eval_every or steps_per_epoch
+    ckpt_every = cfg.checkpoint_every or eval_every
+    warmup = (
+        cfg.warmup_steps if cfg.warmup_steps is not None else default_warmup(cfg.schedule, spec.depth, total)
+    )
+
+    write_config(run_dir, cfg, {
+            "num_classes": data.num_classes, "image_shape": list(data.image_shape),
+            "classes": data.classes, "mean": list(data.mean), "std": list(data.std),
+            "train_images": len(train_split), "test_images": len(data.test),
+            "steps_per_epoch": steps_per_epoch, "total_steps": total, "warmup_steps": warmup,
+            "eval_every": eval_every, "checkpoint_every": ckpt_every, "device": str(device),
+            "crop_padding": data.crop_padding, "flip": data.flip, "torch": torch.__version__,
+        })  # fmt: skip
+
+    # Model, optimizer, loss.
+    model = build_model(cfg, data).to(device)
+    if cfg.channels_last:
+        model = model.to(memory_format=torch.channels_last)
+    optimizer = make_optimizer(model, cfg)
+    scaler = grad_scaler(cfg.precision, device)
+    forward = torch.compile(model) if cfg.compile else model
+
+    step, elapsed, running = 0, 0.0, Running()
+    if resume:
+        state, path = load_latest_checkpoint(run_dir, device)
+        _check_same_run(state, cfg, path)
+        load_into(model, state["model"], str(path))
+        optimizer.load_state_dict(state["optimizer"])
+        scaler.load_state_dict(state["scaler"])
+        torch.set_rng_state(state["rng_cpu"].cpu())
+        step, elapsed = int(state["step"]), float(state["elapsed"])
+        running = Running(**state["running"])
+        if step >= total:
+            raise ResnetsError(
+                f"{run_dir} already finished {step} steps; raise --epochs or --iterations to go on"
+            )
+    _rewrite_metrics(run_dir / METRICS_FILE, step)
+
+    def checkpoint() -> Path:
+        return save_checkpoint(run_dir, step, {
+            "model": model.state_dict(), "optimizer": optimizer.state_dict(),
+            "scaler": scaler.state_dict(), "step": step, "elapsed": elapsed,
+            "rng_cpu": torch.get_rng_state(), "running": vars(running).copy(),
+            "config": json.loads(cfg.to_json()),
+        }, cfg.keep_checkpoints)  # fmt: skip
+
+    bar = Progress(total, step, desc=cfg.model, enabled=progress)
+    if resume:
+        bar.message(f"resuming {run_dir} at step {step}/{total}")
+    metrics: dict[str, Any] = {}
+    sigint = _SigintFlag()
+    model.train()
+    try:
+        with sigint.installed():
+            while step < total:
+                epoch, first = divmod(step, steps_per_epoch)
+                for x, y in train_loader.epoch(epoch, first):
+                    t0 = time.perf_counter()
+                    lr = lr_at(step, total, cfg.lr, cfg.schedule, warmup)
+                    for group in optimizer.param_groups:
+                        group["lr"] = lr
+                    with autocast(cfg.precision, device):
+                        logits = forward(x)
+                    loss = F.cross_entropy(logits.float(), y, label_smoothing=cfg.label_smoothing)
+                    loss_value = loss.item()
+                    if not math.isfinite(loss_value):
+                        last = list_checkpoints(run_dir)
+                        kept = f"; the last good checkpoint is {last[0]}" if last else ""
+                        raise Diverged(
+                            f"loss became {loss_value} at step {step + 1}{kept}; "
+                            f"lower the learning rate (--lr {cfg.lr:g} now) or add --warmup"
+                        )
+                    optimizer.zero_grad(set_to_none=True)
+                    scaler.scale(loss).backward()
+                    scaler.step(optimizer)
+                    scaler.update()
+                    running.add(loss_value, int((logits.argmax(1) != y).sum()), len(y))
+                    step += 1
+                    dt = time.perf_counter() - t0
+                    running.seconds += dt
+                    elapsed += dt
+                    bar.update(step, loss_value, len(y) / max(dt, 1e-9))
+
+                    if step % eval_every == 0 or step == total:
+                        test_loss, test_error = evaluate(forward, test_loader, cfg.precision)
+                        metrics = {
+                            "step": step, "epoch": round(step / steps_per_epoch, 4),
+                            "train_loss": running.loss / running.seen,
+                            "train_error": running.wrong / running.seen,
+                            "test_loss": test_loss, "test_error": test_error, "lr": lr,
+                            "time": round(elapsed, 3),
+                            "images_per_s": round(running.seen / max(running.seconds, 1e-9), 1),
+                        }  # fmt: skip
+                        _append_line(run_dir / METRICS_FILE, metrics)
+                        running = Running()
+                    if step % ckpt_every == 0 or step == total:
+                        checkpoint()
+                    if sigint.raised:
+                        path = checkpoint()
+                        raise Interrupted(
+                            f"interrupted at step {step}/{total}; saved {path}; continue with "
+                            f"`resnets train --resume --out {run_dir}`"
+                        )
+                    if step >= total:
+                        break
+    finally:
+        bar.close()
+    save_weights(model, run_dir / WEIGHTS_FILE, {"model": cfg.model, "dataset": cfg.dataset})
+    return RunResult(run_dir, step, metrics, model)
+
+
+def _check_same_run(state: dict[str, Any], cfg: TrainConfig, path: Path) -> None:
+    saved = state.get("config", {})
+    for key in ("model", "dataset", "batch_size", "model_options", "seed"):
+        if key in saved and saved[key] != getattr(cfg, key):
+            raise ResnetsError(
+                f"checkpoint {path} was made with {key}={saved[key]!r}, not {getattr(cfg, key)!r}; "
+                "resume with the run's own settings"
+            )

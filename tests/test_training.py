@@ -1,0 +1,162 @@
+"""Training: the paper's recipe on built-in data, exact resume after SIGKILL, clear failures."""
+
+from __future__ import annotations
+
+import json
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+from conftest import assert_clean_error, run_cli
+from safetensors.torch import load_file
+
+from resnets.training import TrainConfig, lr_at, train
+from resnets.training.checkpoint import list_checkpoints
+from resnets.training.schedules import default_warmup
+
+FAST = ["--dataset", "digits", "--batch-size", "32", "--quiet"]
+
+
+def test_resnet20_learns_digits(tmp_path: Path) -> None:
+    cfg = TrainConfig(model="resnet20", dataset="digits", epochs=15, out=str(tmp_path / "run"))
+    result = train(cfg, progress=False)
+    assert result.metrics["test_error"] <= 0.02  # the issue's target for the built-in digits
+    lines = [json.loads(x) for x in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
+    assert len(lines) == 15 and lines[-1]["step"] == result.steps == 15 * 11
+    keys = {"step", "epoch", "train_loss", "train_error", "test_loss", "test_error", "lr", "time", "images_per_s"}
+    assert keys <= set(lines[0])
+    assert lines[-1]["train_loss"] < lines[0]["train_loss"]
+    assert lines[-1]["lr"] == pytest.approx(0.001)  # the paper's two /10 steps
+    config = json.loads((tmp_path / "run" / "config.json").read_text())
+    assert config["model"] == "resnet20" and config["resolved"]["total_steps"] == 165
+
+
+def test_paper_schedule_and_warmup() -> None:
+    total = 64_000
+    assert lr_at(0, total, 0.1, "paper") == 0.1
+    assert lr_at(31_999, total, 0.1, "paper") == 0.1
+    assert lr_at(32_000, total, 0.1, "paper") == pytest.approx(0.01)
+    assert lr_at(48_000, total, 0.1, "paper") == pytest.approx(0.001)
+    warm = default_warmup("paper", 110, total)
+    assert warm == 400 and default_warmup("paper", 56, total) == 0
+    assert lr_at(399, total, 0.1, "paper", warm) == pytest.approx(0.01)  # constant lr/10
+    assert lr_at(400, total, 0.1, "paper", warm) == 0.1
+    assert lr_at(total - 1, total, 0.1, "cosine") < 1e-6
+    peak = max(lr_at(s, 1000, 0.4, "onecycle") for s in range(1000))
+    assert peak == pytest.approx(0.4, rel=0.01) and lr_at(0, 1000, 0.4, "onecycle") == pytest.approx(0.016)
+
+
+def _wait_for_checkpoint(run: Path, proc: subprocess.Popen, min_step: int) -> None:
+    deadline = time.time() + 120
+    while time.time() < deadline and proc.poll() is None:
+        ckpts = list_checkpoints(run)
+        if ckpts and int(ckpts[0].stem.split("-")[1]) >= min_step:
+            return
+        time.sleep(0.05)
+    raise AssertionError("no checkpoint appeared before the run ended")
+
+
+def test_sigkill_then_resume_gives_identical_weights(tmp_path: Path) -> None:
+    args = ["train", "--model", "resnet20", *FAST, "--iterations", "24", "--checkpoint-every", "2", "--eval-every", "8"]
+    straight = run_cli(*args, "--out", str(tmp_path / "straight"))
+    assert straight.returncode == 0, straight.stderr
+
+    run = tmp_path / "killed"
+    cmd = [sys.executable, "-m", "resnets", *args, "--out", str(run)]
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    _wait_for_checkpoint(run, proc, 6)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    assert not (run / "model.safetensors").exists(), "the run finished before the kill"
+    resumed = run_cli("train", "--resume", "--out", str(run), "--quiet")
+    assert resumed.returncode == 0, resumed.stderr
+
+    a = load_file(tmp_path / "straight" / "model.safetensors")
+    b = load_file(run / "model.safetensors")
+    assert a.keys() == b.keys()
+    for k in a:
+        assert torch.equal(a[k], b[k]), k
+    m1 = (tmp_path / "straight" / "metrics.jsonl").read_text().splitlines()
+    m2 = (run / "metrics.jsonl").read_text().splitlines()
+    strip = [{k: v for k, v in json.loads(x).items() if k not in ("time", "images_per_s")} for x in m1]
+    assert strip == [{k: v for k, v in json.loads(x).items() if k not in ("time", "images_per_s")} for x in m2]
+
+
+def test_sigint_checkpoints_and_says_how_to_resume(tmp_path: Path) -> None:
+    run = tmp_path / "run"
+    cmd = [sys.executable, "-m", "resnets", "train", "--model", "resnet20", *FAST, "--iterations", "400",
+           "--checkpoint-every", "5", "--out", str(run)]  # fmt: skip
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    _wait_for_checkpoint(run, proc, 5)
+    proc.send_signal(signal.SIGINT)
+    _, err = proc.communicate(timeout=60)
+    assert proc.returncode == 130, err
+    assert "--resume" in err and "Traceback" not in err
+    step = int(list_checkpoints(run)[0].stem.split("-")[1])
+    assert 5 <= step < 400
+
+
+def test_nan_loss_stops_at_once_and_keeps_checkpoint(tmp_path: Path) -> None:
+    run = tmp_path / "run"
+    proc = run_cli("train", "--model", "plain20", *FAST, "--iterations", "200", "--checkpoint-every", "1",
+                   "--lr", "1e30", "--out", str(run))  # fmt: skip
+    assert_clean_error(proc, "loss became", "at step", "lower the learning rate")
+    ckpts = list_checkpoints(run)
+    assert ckpts and int(ckpts[0].stem.split("-")[1]) < 200
+    torch.load(ckpts[0], weights_only=True)  # intact
+    assert not (run / "model.safetensors").exists()
+
+
+def test_eval_reports_the_runs_final_error(tmp_path: Path) -> None:
+    run = tmp_path / "run"
+    assert run_cli("train", "--model", "resnet20", *FAST, "--iterations", "12", "--out", str(run)).returncode == 0
+    proc = run_cli("eval", "--run", str(run), "--json")
+    assert proc.returncode == 0, proc.stderr
+    result = json.loads(proc.stdout)
+    last = json.loads((run / "metrics.jsonl").read_text().splitlines()[-1])
+    assert result["error"] == pytest.approx(last["test_error"])
+    assert result["loss"] == pytest.approx(last["test_loss"], rel=1e-5)
+    assert result["images"] == 360
+
+
+@pytest.mark.parametrize(
+    ("args", "needles"),
+    [
+        (["--dataset", "cifar11"], ["unknown dataset 'cifar11'", "cifar10"]),
+        (["--model", "resnet21"], ["unknown model 'resnet21'"]),
+        (["--lr", "-1"], ["lr must be a number > 0"]),
+        (["--batch-size", "0"], ["batch-size must be a positive integer"]),
+        (["--epochs", "2", "--iterations", "3"], ["not allowed with argument"]),
+        (["--precision", "fp16", "--device", "cpu"], ["fp16 needs a CUDA GPU"]),
+        (["--schedule", "linear"], ["unknown schedule"]),
+        (["--lr", "nan"], ["lr must be a number"]),
+    ],
+)
+def test_bad_settings_are_one_line_errors(tmp_path: Path, args: list[str], needles: list[str]) -> None:
+    assert_clean_error(run_cli("train", *args, "--out", str(tmp_path / "r")), *needles)
+
+
+def test_missing_or_corrupt_files_are_one_line_errors(tmp_path: Path) -> None:
+    env = {**__import__("os").environ, "RESNETS_OFFLINE": "1"}
+    proc = run_cli("train", "--dataset", "cifar10", "--data-dir", str(tmp_path / "none"), "--out", str(tmp_path / "r"),
+                   env=env)  # fmt: skip
+    assert_clean_error(proc, "CIFAR-10 not found", "downloads are off")
+    assert_clean_error(run_cli("train", "--resume", "--out", str(tmp_path / "none")), "no run to resume")
+    run = tmp_path / "run"
+    assert run_cli("train", "--model", "resnet20", *FAST, "--iterations", "2", "--out", str(run)).returncode == 0
+    assert_clean_error(run_cli("train", "--model", "resnet20", *FAST, "--out", str(run)), "already holds a run")
+    (run / "model.safetensors").write_bytes(b"garbage")
+    assert_clean_error(run_cli("eval", "--run", str(run)), "not a valid safetensors file")
+
+
+def test_cifar10_short_real_training_beats_chance(shared_data: Path, tmp_path: Path) -> None:
+    cfg = TrainConfig(
+        model="resnet20", dataset="cifar10", data_dir=str(shared_data), epochs=1, train_subset=10_000,
+        schedule="onecycle", lr=0.2, out=str(tmp_path / "run"),
+    )  # fmt: skip
+    result = train(cfg, progress=False)
+    assert result.metrics["test_error"] < 0.70  # chance is 0.90
