@@ -27,7 +27,17 @@ def test_resnet20_learns_digits(tmp_path: Path) -> None:
     assert result.metrics["test_error"] <= 0.02  # the target for the built-in digits
     lines = [json.loads(x) for x in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
     assert len(lines) == 15 and lines[-1]["step"] == result.steps == 15 * 11
-    keys = {"step", "epoch", "train_loss", "train_error", "test_loss", "test_error", "lr", "time", "images_per_s"}
+    keys = {
+        "step",
+        "epoch",
+        "train_loss",
+        "train_error",
+        "test_loss",
+        "test_error",
+        "lr",
+        "time",
+        "images_per_s",
+    }
     assert keys <= set(lines[0])
     assert lines[-1]["train_loss"] < lines[0]["train_loss"]
     assert lines[-1]["lr"] == pytest.approx(0.001)  # the paper's two /10 steps
@@ -61,7 +71,18 @@ def _wait_for_checkpoint(run: Path, proc: subprocess.Popen, min_step: int) -> No
 
 
 def test_sigkill_then_resume_gives_identical_weights(tmp_path: Path) -> None:
-    args = ["train", "--model", "resnet20", *FAST, "--iterations", "24", "--checkpoint-every", "2", "--eval-every", "8"]
+    args = [
+        "train",
+        "--model",
+        "resnet20",
+        *FAST,
+        "--iterations",
+        "24",
+        "--checkpoint-every",
+        "2",
+        "--eval-every",
+        "8",
+    ]
     straight = run_cli(*args, "--out", str(tmp_path / "straight"))
     assert straight.returncode == 0, straight.stderr
 
@@ -83,7 +104,9 @@ def test_sigkill_then_resume_gives_identical_weights(tmp_path: Path) -> None:
     m1 = (tmp_path / "straight" / "metrics.jsonl").read_text().splitlines()
     m2 = (run / "metrics.jsonl").read_text().splitlines()
     strip = [{k: v for k, v in json.loads(x).items() if k not in ("time", "images_per_s")} for x in m1]
-    assert strip == [{k: v for k, v in json.loads(x).items() if k not in ("time", "images_per_s")} for x in m2]
+    assert strip == [
+        {k: v for k, v in json.loads(x).items() if k not in ("time", "images_per_s")} for x in m2
+    ]
 
 
 def test_sigint_checkpoints_and_says_how_to_resume(tmp_path: Path) -> None:
@@ -113,7 +136,10 @@ def test_nan_loss_stops_at_once_and_keeps_checkpoint(tmp_path: Path) -> None:
 
 def test_eval_reports_the_runs_final_error(tmp_path: Path) -> None:
     run = tmp_path / "run"
-    assert run_cli("train", "--model", "resnet20", *FAST, "--iterations", "12", "--out", str(run)).returncode == 0
+    assert (
+        run_cli("train", "--model", "resnet20", *FAST, "--iterations", "12", "--out", str(run)).returncode
+        == 0
+    )
     proc = run_cli("eval", "--run", str(run), "--json")
     assert proc.returncode == 0, proc.stderr
     result = json.loads(proc.stdout)
@@ -142,13 +168,19 @@ def test_bad_settings_are_one_line_errors(tmp_path: Path, args: list[str], needl
 
 def test_missing_or_corrupt_files_are_one_line_errors(tmp_path: Path) -> None:
     env = {**__import__("os").environ, "RESNETS_OFFLINE": "1"}
-    proc = run_cli("train", "--dataset", "cifar10", "--data-dir", str(tmp_path / "none"), "--out", str(tmp_path / "r"),
-                   env=env)  # fmt: skip
+    missing = str(tmp_path / "none")
+    proc = run_cli(
+        "train", "--dataset", "cifar10", "--data-dir", missing, "--out", str(tmp_path / "r"), env=env
+    )
     assert_clean_error(proc, "CIFAR-10 not found", "downloads are off")
     assert_clean_error(run_cli("train", "--resume", "--out", str(tmp_path / "none")), "no run to resume")
     run = tmp_path / "run"
-    assert run_cli("train", "--model", "resnet20", *FAST, "--iterations", "2", "--out", str(run)).returncode == 0
-    assert_clean_error(run_cli("train", "--model", "resnet20", *FAST, "--out", str(run)), "already holds a run")
+    assert (
+        run_cli("train", "--model", "resnet20", *FAST, "--iterations", "2", "--out", str(run)).returncode == 0
+    )
+    assert_clean_error(
+        run_cli("train", "--model", "resnet20", *FAST, "--out", str(run)), "already holds a run"
+    )
     (run / "model.safetensors").write_bytes(b"garbage")
     assert_clean_error(run_cli("eval", "--run", str(run)), "not a valid safetensors file")
 

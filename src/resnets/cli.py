@@ -7,7 +7,7 @@ import sys
 from collections.abc import Callable, Sequence
 
 from . import __version__
-from .commands import models, train
+from .commands import models, study, train
 from .errors import ResnetsError
 from .training.trainer import Interrupted
 
@@ -30,6 +30,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     models.add_parser(sub)
     train.add_parsers(sub)
+    study.add_parsers(sub)
     return parser
 
 
@@ -38,6 +39,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     try:
         args = parser.parse_args(argv)
+        args.argv = list(sys.argv[1:] if argv is None else argv)
         func: Callable[[argparse.Namespace], int] = args.func
         return func(args)
     except Interrupted as e:

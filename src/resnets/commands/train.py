@@ -49,6 +49,7 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
     )
     p.add_argument("--keep-checkpoints", type=int, help="checkpoints kept (default 2)")
     p.add_argument("--train-subset", type=int, help="train on a seeded subset of this many images")
+    p.add_argument("--grad-every", type=int, help="record per-layer gradient norms every N steps")
     p.add_argument("--seed", type=int, help="seed of initialisation, data order and augmentation (default 0)")
     p.add_argument("--device", help="auto (default), cpu, cuda, cuda:N")
     p.add_argument("--shortcut", choices=["A", "B", "C"], help="shortcut option (residual nets)")
@@ -76,7 +77,7 @@ def config_from_args(args: argparse.Namespace) -> tuple[Any, bool, bool]:
     from ..training.trainer import CONFIG_FILE
 
     given = vars(args).copy()
-    for key in ("func", "command"):
+    for key in ("func", "command", "argv"):
         given.pop(key, None)
     resume, quiet = given.pop("resume", False), given.pop("quiet", False)
     model_options = {k: given.pop(k) for k in ("shortcut", "zero_init_residual", "width") if k in given}

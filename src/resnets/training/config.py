@@ -40,6 +40,7 @@ class TrainConfig:
     eval_every: int | None = None  # steps between evaluations; None: once per epoch
     checkpoint_every: int | None = None  # steps between checkpoints; None: at every evaluation
     keep_checkpoints: int = 2
+    grad_every: int | None = None  # record per-layer gradient norms every N steps (gradients.jsonl)
     train_subset: int | None = None  # train on a seeded random subset of this many images
     seed: int = 0
     device: str = "auto"
@@ -51,7 +52,7 @@ class TrainConfig:
         _positive_int("batch_size", self.batch_size)
         if self.epochs is not None and self.iterations is not None:
             raise ResnetsError("give --epochs or --iterations, not both")
-        for name in ("epochs", "iterations", "eval_every", "checkpoint_every", "train_subset"):
+        for name in ("epochs", "iterations", "eval_every", "checkpoint_every", "train_subset", "grad_every"):
             if getattr(self, name) is not None:
                 _positive_int(name, getattr(self, name))
         _positive_int("keep_checkpoints", self.keep_checkpoints)

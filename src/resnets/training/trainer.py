@@ -23,6 +23,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..data import Dataset, TensorLoader, load_dataset
+from ..diagnostics import GradientFlow
 from ..errors import ResnetsError
 from ..io import atomic_write_text
 from ..models import create_model, get_spec
@@ -42,6 +43,7 @@ from .schedules import default_warmup, lr_at
 
 DEFAULT_EPOCHS = 15
 METRICS_FILE = "metrics.jsonl"
+GRADIENTS_FILE = "gradients.jsonl"
 CONFIG_FILE = "config.json"
 
 
@@ -147,8 +149,8 @@ def write_config(run_dir: Path, cfg: TrainConfig, resolved: dict[str, Any]) -> N
     atomic_write_text(run_dir / CONFIG_FILE, json.dumps(record, indent=2, sort_keys=True) + "\n")
 
 
-def _rewrite_metrics(path: Path, up_to_step: int) -> None:
-    """Keep the metrics lines a resumed run has already produced (a kill may cut a line)."""
+def _rewrite_log(path: Path, up_to_step: int) -> None:
+    """Keep the log lines a resumed run has already produced (a kill may cut a line)."""
     if not path.exists():
         return
     kept = []
@@ -230,7 +232,9 @@ def train(cfg: TrainConfig, resume: bool = False, progress: bool = True) -> RunR
             raise ResnetsError(
                 f"{run_dir} already finished {step} steps; raise --epochs or --iterations to go on"
             )
-    _rewrite_metrics(run_dir / METRICS_FILE, step)
+    for log in (METRICS_FILE, GRADIENTS_FILE):
+        _rewrite_log(run_dir / log, step)
+    flow = GradientFlow(model) if cfg.grad_every else None
 
     def checkpoint() -> Path:
         return save_checkpoint(run_dir, step, {
@@ -255,6 +259,9 @@ def train(cfg: TrainConfig, resume: bool = False, progress: bool = True) -> RunR
                     lr = lr_at(step, total, cfg.lr, cfg.schedule, warmup)
                     for group in optimizer.param_groups:
                         group["lr"] = lr
+                    record_grads = flow is not None and step % cfg.grad_every == 0
+                    if record_grads:
+                        flow.arm()
                     with autocast(cfg.precision, device):
                         logits = forward(x)
                     loss = F.cross_entropy(logits.float(), y, label_smoothing=cfg.label_smoothing)
@@ -268,6 +275,11 @@ def train(cfg: TrainConfig, resume: bool = False, progress: bool = True) -> RunR
                         )
                     optimizer.zero_grad(set_to_none=True)
                     scaler.scale(loss).backward()
+                    if record_grads:
+                        norms = flow.collect()
+                        _append_line(
+                            run_dir / GRADIENTS_FILE, {"step": step, "layers": flow.names, "norms": norms}
+                        )
                     scaler.step(optimizer)
                     scaler.update()
                     running.add(loss_value, int((logits.argmax(1) != y).sum()), len(y))

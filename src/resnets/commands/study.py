@@ -1,0 +1,118 @@
+"""`resnets degradation` (the depth study) and `resnets diagnose` (one model and its twin)."""
+
+from __future__ import annotations
+
+import argparse
+import shlex
+
+from ..errors import ResnetsError
+
+
+def _recipe_flags(p: argparse.ArgumentParser, epochs: int | None) -> None:
+    p.add_argument("--dataset", default="digits", help="digits (built in, default), cifar10, mnist, ...")
+    p.add_argument("--data-dir", help="folder holding the dataset's files")
+    if epochs is not None:
+        p.add_argument("--epochs", type=int, default=epochs, help=f"epochs per model (default {epochs})")
+    p.add_argument("--batch-size", type=int, default=128)
+    p.add_argument("--lr", type=float, default=0.1, help="peak learning rate (default 0.1)")
+    p.add_argument("--schedule", default="onecycle", help="onecycle (default), paper, cosine, constant")
+    p.add_argument("--weight-decay", type=float, default=5e-4)
+    p.add_argument("--precision", default="fp32", help="fp32 (default), bf16, fp16 (CUDA)")
+    p.add_argument("--channels-last", action="store_true")
+    p.add_argument("--train-subset", type=int, help="train on a seeded subset of this many images")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--device", default="auto")
+    p.add_argument("--quiet", action="store_true", help="no per-model progress bars")
+
+
+def add_parsers(sub: argparse._SubParsersAction) -> None:
+    """Register `resnets degradation` and `resnets diagnose`."""
+    p = sub.add_parser("degradation", help="plain vs residual over depths: train, measure, report")
+    _recipe_flags(p, epochs=9)
+    p.add_argument("--depths", type=int, nargs="+", default=[20, 32, 44, 56], help="default 20 32 44 56")
+    p.add_argument("--family", default="cifar", help="cifar (resnetN/plainN, default) or preact")
+    p.add_argument("--out", default="runs/degradation", help="study folder (default runs/degradation)")
+    p.set_defaults(func=run_degradation)
+
+    d = sub.add_parser("diagnose", help="gradient flow and layer responses of a model and its twin")
+    d.add_argument("--model", required=True, help="a residual or plain model; its twin is added")
+    d.add_argument("--steps", type=int, default=100, help="training steps between the two measurements")
+    _recipe_flags(d, epochs=None)
+    d.add_argument("--out", help="folder for runs and plots (default runs/diagnose-MODEL)")
+    d.set_defaults(func=run_diagnose)
+
+
+def _study_config(args: argparse.Namespace, **extra: object):
+    from ..experiments import StudyConfig
+
+    return StudyConfig(
+        dataset=args.dataset, data_dir=args.data_dir, batch_size=args.batch_size, lr=args.lr,
+        schedule=args.schedule, weight_decay=args.weight_decay, precision=args.precision,
+        channels_last=args.channels_last, train_subset=args.train_subset, seed=args.seed,
+        device=args.device, **extra,
+    ).validate()  # fmt: skip
+
+
+def _print_results(results: list, paths: dict) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    from ..report.document import table_rows
+    from ..report.verdict import verdict
+
+    header, rows = table_rows(results, "")
+    table = Table(title="plain vs residual")
+    for h in header:
+        table.add_column(h, justify="left" if h == "model" else "right")
+    for r, row in zip(results, rows, strict=True):
+        table.add_row(*row, style=None if r.residual else "dim")
+    console = Console(width=max(100, Console().width))
+    console.print(table)
+    for line in verdict(results):
+        console.print("• " + line.replace("**", ""), highlight=False)
+    console.print(
+        f"report: {paths['html']}  ({paths['markdown'].name}, {paths['summary'].name})", highlight=False
+    )
+
+
+def run_degradation(args: argparse.Namespace) -> int:
+    """Train plain and residual nets at every depth, then write the report."""
+    from ..experiments import run_study
+    from ..report import write_report
+
+    cfg = _study_config(args, depths=args.depths, family=args.family, out=args.out, epochs=args.epochs)
+    results = run_study(cfg, progress=not args.quiet)
+    command = "resnets " + shlex.join(args.argv)
+    _print_results(results, write_report(results, cfg, command))
+    return 0
+
+
+def run_diagnose(args: argparse.Namespace) -> int:
+    """Measure a model and its twin at initialisation and after a short training."""
+    from ..experiments import run_study
+    from ..models import twin_of
+    from ..report import write_report
+
+    if args.steps < 1:
+        raise ResnetsError(f"steps must be a positive integer, got {args.steps}")
+    out = args.out or f"runs/diagnose-{args.model}"
+    cfg = _study_config(args, models=[args.model, twin_of(args.model)], iterations=args.steps, out=out)
+    results = run_study(cfg, progress=not args.quiet)
+    from rich.console import Console
+    from rich.table import Table
+
+    table = Table(title=f"{args.model} and its twin: gradients at initialisation, after {args.steps} steps")
+    for col in ("model", "layers", "‖g‖ first", "‖g‖ last", "spread (max/min)", "‖g‖ first, trained",
+                "train error", "mean response std"):  # fmt: skip
+        table.add_column(col, justify="left" if col == "model" else "right")
+    for r in results:
+        g = [v for v in r.grad_init if v > 0]
+        table.add_row(
+            r.model, str(len(r.grad_init)), f"{r.grad_init[0]:.3g}", f"{r.grad_init[-1]:.3g}",
+            f"{max(g) / min(g):.3g}x", f"{r.grad_final[0]:.3g}", f"{100 * r.train_error:.2f}%",
+            f"{sum(r.responses) / len(r.responses):.3f}",
+        )  # fmt: skip
+    Console(width=max(110, Console().width)).print(table)
+    paths = write_report(results, cfg, "resnets " + shlex.join(args.argv))
+    print(f"plots: {paths['gradients'].parent}/  report: {paths['html']}")
+    return 0

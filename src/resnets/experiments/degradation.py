@@ -1,0 +1,217 @@
+"""The degradation study: plain and residual nets at several depths, one recipe, one seed.
+
+He et al. 2015 (Fig. 6): the deeper plain net ends with the higher training error, while
+the deeper residual net does not. This trains every model, measures gradient flow and
+layer responses, and hands the results to the report. A killed study resumes: finished
+models are not trained again.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from ..data import Dataset, TensorLoader, load_dataset
+from ..diagnostics import gradient_norms, layer_responses, signal_propagation
+from ..errors import ResnetsError
+from ..io import atomic_write_text
+from ..models import count_params, get_spec, summarize
+from ..training import TrainConfig, evaluate, train
+from ..training.checkpoint import WEIGHTS_FILE, list_checkpoints, load_into, load_weights
+from ..training.trainer import CONFIG_FILE, METRICS_FILE, build_model, resolve_device
+
+FAMILIES = {"cifar": ("resnet{}", "plain{}"), "preact": ("preact_resnet{}", "preact_plain{}")}
+DIAGNOSTICS_FILE = "diagnostics.json"
+PROBE_BATCH = 128
+
+
+@dataclass
+class StudyConfig:
+    """Settings of a degradation study; every model is trained with the same recipe."""
+
+    dataset: str = "digits"
+    data_dir: str | None = None
+    depths: list[int] = field(default_factory=lambda: [20, 32, 44, 56])
+    family: str = "cifar"
+    out: str = "runs/degradation"
+    epochs: int = 9
+    iterations: int | None = None  # train for this many steps instead of epochs
+    models: list[str] | None = None  # explicit models instead of family x depths
+    batch_size: int = 128
+    lr: float = 0.1
+    schedule: str = "onecycle"
+    weight_decay: float = 5e-4
+    precision: str = "fp32"
+    channels_last: bool = False
+    train_subset: int | None = None
+    seed: int = 0
+    device: str = "auto"
+
+    def validate(self) -> StudyConfig:
+        """Check the study's own settings (the recipe is checked by TrainConfig)."""
+        if self.family not in FAMILIES:
+            raise ResnetsError(f"unknown family {self.family!r}; choose {', '.join(FAMILIES)}")
+        if self.models is not None:
+            for name in self.models:
+                get_spec(name)
+        elif not self.depths:
+            raise ResnetsError("give at least one depth")
+        elif len(set(self.depths)) != len(self.depths):
+            raise ResnetsError(f"depths repeat: {self.depths}")
+        else:
+            for d in self.depths:
+                get_spec(FAMILIES[self.family][0].format(d))  # unknown depth: suggests close names
+        self.recipe("resnet20").validate()
+        return self
+
+    def model_names(self) -> list[tuple[str, int, bool]]:
+        """(model, depth, residual) for every model, plain nets first, shallow to deep."""
+        if self.models is not None:
+            specs = [get_spec(n) for n in self.models]
+            return sorted(((s.name, s.depth, s.residual) for s in specs), key=lambda m: (m[2], m[1]))
+        res, plain = FAMILIES[self.family]
+        return [(plain.format(d), d, False) for d in sorted(self.depths)] + [
+            (res.format(d), d, True) for d in sorted(self.depths)
+        ]
+
+    def recipe(self, model: str) -> TrainConfig:
+        """The identical training config for one model of the study."""
+        return TrainConfig(
+            model=model, dataset=self.dataset, data_dir=self.data_dir, out=str(Path(self.out) / model),
+            epochs=None if self.iterations else self.epochs, iterations=self.iterations,
+            batch_size=self.batch_size, lr=self.lr, schedule=self.schedule,
+            weight_decay=self.weight_decay, precision=self.precision, channels_last=self.channels_last,
+            train_subset=self.train_subset, seed=self.seed, device=self.device,
+        )  # fmt: skip
+
+
+@dataclass
+class ModelResult:
+    """Everything the report needs about one trained model."""
+
+    model: str
+    depth: int
+    residual: bool
+    params: int
+    train_error: float  # final model on the whole training set, no augmentation
+    test_error: float
+    train_loss: float
+    test_loss: float
+    seconds: float
+    curves: list[dict[str, Any]]  # the run's metrics.jsonl
+    layers: list[str]
+    grad_init: list[float]
+    grad_final: list[float]
+    response_layers: list[str]
+    responses: list[float]
+    signal_variance: list[float]
+    signal_branch_variance: list[float]
+
+    def summary(self) -> dict[str, Any]:
+        """The summary.json entry."""
+        keys = (
+            "model",
+            "depth",
+            "residual",
+            "train_error",
+            "test_error",
+            "params",
+            "train_loss",
+            "test_loss",
+        )
+        return {k: getattr(self, k) for k in keys}
+
+
+def _probe_batches(data: Dataset, device: torch.device) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """A fixed, un-augmented training batch (gradients) and test batch (responses)."""
+    train = TensorLoader(data.train, PROBE_BATCH, data.mean, data.std, device)
+    test = TensorLoader(data.test, PROBE_BATCH, data.mean, data.std, device)
+    (x, y), (xt, _) = next(iter(train)), next(iter(test))
+    return x, y, xt
+
+
+def _finished(run_dir: Path, recipe: TrainConfig) -> bool:
+    """True when the run and its diagnostics are complete and made with this recipe."""
+    if not (run_dir / WEIGHTS_FILE).exists() or not (run_dir / DIAGNOSTICS_FILE).exists():
+        return False
+    saved = json.loads((run_dir / CONFIG_FILE).read_text())
+    return all(saved.get(k) == v for k, v in json.loads(recipe.to_json()).items())
+
+
+def _study_one(
+    cfg: StudyConfig, name: str, depth: int, residual: bool, data: Dataset, progress: bool
+) -> ModelResult:
+    recipe = cfg.recipe(name)
+    run_dir = Path(recipe.out)
+    device = resolve_device(cfg.device)
+    if not _finished(run_dir, recipe):
+        x, y, xt = _probe_batches(data, device)
+        fresh = build_model(recipe, data).to(device)  # the same seeded init the run starts from
+        layers, grad_init = gradient_norms(fresh, x, y)
+        sig = signal_propagation(fresh, x)
+        resume = bool(list_checkpoints(run_dir)) and not (run_dir / WEIGHTS_FILE).exists()
+        if (run_dir / WEIGHTS_FILE).exists():
+            result = None  # trained already; only the diagnostics were missing
+        else:
+            result = train(recipe, resume=resume, progress=progress)
+        model = result.model if result else _load_trained(recipe, data, run_dir, device)
+        _, grad_final = gradient_norms(model, x, y)
+        response_layers, responses = layer_responses(model, xt)
+        train_loader = TensorLoader(data.train, 512, data.mean, data.std, device)
+        test_loader = TensorLoader(data.test, 512, data.mean, data.std, device)
+        train_loss, train_error = evaluate(model, train_loader, cfg.precision)
+        test_loss, test_error = evaluate(model, test_loader, cfg.precision)
+        diag = {
+            "params": count_params(model), "train_error": train_error, "test_error": test_error,
+            "train_loss": train_loss, "test_loss": test_loss, "layers": layers, "grad_init": grad_init,
+            "grad_final": grad_final, "response_layers": response_layers, "responses": responses,
+            "signal_variance": sig.variance, "signal_branch_variance": sig.branch_variance,
+        }  # fmt: skip
+        atomic_write_text(run_dir / DIAGNOSTICS_FILE, json.dumps(diag) + "\n")
+    diag = json.loads((run_dir / DIAGNOSTICS_FILE).read_text())
+    curves = [json.loads(line) for line in (run_dir / METRICS_FILE).read_text().splitlines() if line.strip()]
+    return ModelResult(
+        model=name, depth=depth, residual=residual, seconds=curves[-1]["time"] if curves else 0.0,
+        curves=curves, **diag,
+    )  # fmt: skip
+
+
+def _load_trained(recipe: TrainConfig, data: Dataset, run_dir: Path, device: torch.device) -> torch.nn.Module:
+    model = build_model(recipe, data)
+    load_into(model, load_weights(run_dir / WEIGHTS_FILE), str(run_dir / WEIGHTS_FILE))
+    return model.to(device)
+
+
+def _log(text: str) -> None:
+    print(text, flush=True)
+
+
+def run_study(cfg: StudyConfig, progress: bool = True, log: Any = _log) -> list[ModelResult]:
+    """Train and measure every model of the study; returns the results, plain nets first."""
+    cfg.validate()
+    out = Path(cfg.out)
+    atomic_write_text(out / "study.json", json.dumps(dataclasses.asdict(cfg), indent=2) + "\n")
+    data = load_dataset(cfg.dataset, cfg.data_dir)
+    models = cfg.model_names()
+    # Cost of each model ~ its multiply-adds; the study's ETA follows from the cost done so far.
+    cost = {name: summarize(name).macs for name, _, _ in models}
+    total_cost, done_cost, t0 = sum(cost.values()), 0.0, time.perf_counter()
+    results = []
+    for i, (name, depth, residual) in enumerate(models, 1):
+        eta = ""
+        if done_cost:
+            left = (time.perf_counter() - t0) / done_cost * (total_cost - done_cost)
+            eta = f", study ETA {int(left // 60)}m{int(left % 60):02d}s"
+        state = "done, loading" if _finished(Path(cfg.recipe(name).out), cfg.recipe(name)) else "training"
+        log(
+            f"[{i}/{len(models)}] {name} ({'residual' if residual else 'plain'}, depth {depth}): {state}{eta}"
+        )
+        results.append(_study_one(cfg, name, depth, residual, data, progress))
+        done_cost += cost[name]
+    return results

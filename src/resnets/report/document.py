@@ -1,0 +1,121 @@
+"""The study's report: Markdown with PNG files beside it, and one self-contained HTML page."""
+
+from __future__ import annotations
+
+import base64
+import html
+import json
+import re
+from pathlib import Path
+from typing import Any
+
+from ..experiments.degradation import ModelResult, StudyConfig
+from ..io import atomic_write_text
+from .figures import all_figures
+from .verdict import verdict
+
+# He et al. 2015, Table 6: CIFAR-10 test error (%) of the residual nets.
+PAPER_CIFAR10 = {20: 8.75, 32: 7.51, 44: 7.17, 56: 6.97, 110: 6.43, 1202: 7.93}
+
+CAPTIONS = {
+    "errors": "Training (dashed, running average over each epoch, augmented) and test (solid) error.",
+    "gradients": "Norm of the loss gradient of every conv/fc weight, input to output, on one fixed batch.",
+    "responses": "Std of each 3×3 layer's response on a test batch, after BN and before ReLU/addition.",
+    "signal": "Average channel variance of each block's output (and of the residual branch) at initialisation.",
+}
+TITLES = {"errors": "Error curves", "gradients": "Gradient flow", "responses": "Layer responses",
+          "signal": "Signal propagation"}  # fmt: skip
+
+
+def table_rows(results: list[ModelResult], dataset: str) -> tuple[list[str], list[list[str]]]:
+    """Header and rows of the Table-6-style results table."""
+    header = ["model", "depth", "params", "train error", "test error", "train time"]
+    if dataset == "cifar10":
+        header.append("paper test error (CIFAR-10)")
+    rows = []
+    for r in results:
+        row = [r.model, str(r.depth), f"{r.params / 1e6:.2f}M", f"{100 * r.train_error:.2f}%",
+               f"{100 * r.test_error:.2f}%", f"{r.seconds:.0f} s"]  # fmt: skip
+        if dataset == "cifar10":
+            paper = PAPER_CIFAR10.get(r.depth) if r.residual else None
+            row.append(f"{paper:.2f}%" if paper else "—")
+        rows.append(row)
+    return header, rows
+
+
+def _recipe(cfg: StudyConfig) -> str:
+    subset = f" (a {cfg.train_subset}-image subset)" if cfg.train_subset else ""
+    return (
+        f"dataset **{cfg.dataset}**{subset}; {cfg.epochs} epochs of SGD (momentum 0.9, batch {cfg.batch_size}, "
+        f"peak lr {cfg.lr:g}, {cfg.schedule} schedule, weight decay {cfg.weight_decay:g}), precision {cfg.precision}, "
+        f"seed {cfg.seed}; the same recipe and seed for every model. Shortcuts: option A (parameter-free), "
+        "so each plain net has exactly its residual twin's parameters."
+    )
+
+
+def _md_inline(text: str) -> str:
+    """The verdict's **bold** as HTML."""
+    return re.sub(r"\*\*(.+?)\*\*", r"<strong>\1</strong>", html.escape(text))
+
+
+def write_report(results: list[ModelResult], cfg: StudyConfig, command: str = "") -> dict[str, Path]:
+    """Write figures/, report.md, report.html and summary.json into the study folder."""
+    out = Path(cfg.out)
+    figures = all_figures(results, out / "figures")
+    header, rows = table_rows(results, cfg.dataset)
+    findings = verdict(results)
+    summary: list[dict[str, Any]] = [r.summary() for r in results]
+    atomic_write_text(out / "summary.json", json.dumps(summary, indent=2) + "\n")
+
+    md = ["# Plain vs residual: the degradation study", "", _recipe(cfg), ""]
+    if command:
+        md += ["```", command, "```", ""]
+    md += ["## Verdict", ""] + [f"- {line}" for line in findings] + ["", "## Results", ""]
+    md += ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    md += ["| " + " | ".join(row) + " |" for row in rows]
+    md += ["", "Train error: the final model on the whole training set, no augmentation.", ""]
+    for key, path in figures.items():
+        md += [f"## {TITLES[key]}", "", f"![{TITLES[key]}](figures/{path.name})", "", CAPTIONS[key], ""]
+    atomic_write_text(out / "report.md", "\n".join(md))
+
+    def img(path: Path) -> str:
+        data = base64.b64encode(path.read_bytes()).decode("ascii")
+        return f'<img alt="{html.escape(path.stem)}" src="data:image/png;base64,{data}">'
+
+    table = (
+        "<table><thead><tr>" + "".join(f"<th>{html.escape(h)}</th>" for h in header) + "</tr></thead><tbody>"
+    )
+    for r, row in zip(results, rows, strict=True):
+        cls = "residual" if r.residual else "plain"
+        table += f'<tr class="{cls}">' + "".join(f"<td>{html.escape(c)}</td>" for c in row) + "</tr>"
+    table += "</tbody></table>"
+    sections = "".join(
+        f"<section><h2>{TITLES[k]}</h2>{img(p)}<p class=cap>{html.escape(CAPTIONS[k])}</p></section>"
+        for k, p in figures.items()
+    )
+    page = f"""<!doctype html>
+<html lang="en"><head><meta charset="utf-8"><title>resnets: degradation study ({html.escape(cfg.dataset)})</title>
+<style>
+body {{ font: 15px/1.5 system-ui, sans-serif; max-width: 1100px; margin: 2em auto; padding: 0 1em; color: #222; }}
+h1 {{ font-size: 1.6em; }} h2 {{ font-size: 1.2em; margin-top: 1.6em; border-bottom: 1px solid #ddd; }}
+table {{ border-collapse: collapse; margin: 1em 0; }} th, td {{ padding: .3em .8em; border-bottom: 1px solid #eee; text-align: right; }}
+th:first-child, td:first-child {{ text-align: left; }} tr.plain td:first-child {{ color: #8a4b00; }}
+tr.residual td:first-child {{ color: #0b5394; font-weight: 600; }}
+img {{ max-width: 100%; }} .cap {{ color: #555; font-size: .9em; }} .verdict li {{ margin: .4em 0; }}
+code, pre {{ background: #f5f5f5; padding: .2em .4em; }}
+</style></head><body>
+<h1>Plain vs residual: the degradation study</h1>
+<p>{_md_inline(_recipe(cfg))}</p>
+{f"<pre>{html.escape(command)}</pre>" if command else ""}
+<h2>Verdict</h2><ul class="verdict">{"".join(f"<li>{_md_inline(x)}</li>" for x in findings)}</ul>
+<h2>Results</h2>{table}<p class=cap>Train error: the final model on the whole training set, no augmentation.</p>
+{sections}
+</body></html>
+"""
+    atomic_write_text(out / "report.html", page)
+    return {
+        "html": out / "report.html",
+        "markdown": out / "report.md",
+        "summary": out / "summary.json",
+        **figures,
+    }

@@ -1,0 +1,117 @@
+"""The degradation study and its report: files, self-contained HTML, resume, verdict logic."""
+
+from __future__ import annotations
+
+import base64
+import json
+import re
+from pathlib import Path
+
+import pytest
+from conftest import assert_clean_error, run_cli
+
+from resnets.experiments import ModelResult, StudyConfig, run_study
+from resnets.report import write_report
+from resnets.report.verdict import verdict
+
+PNG = b"\x89PNG\r\n\x1a\n"
+
+
+@pytest.fixture(scope="module")
+def tiny_study(tmp_path_factory: pytest.TempPathFactory) -> tuple[StudyConfig, list[ModelResult], dict]:
+    out = tmp_path_factory.mktemp("study")
+    cfg = StudyConfig(depths=[20, 32], iterations=6, batch_size=32, out=str(out))
+    results = run_study(cfg, progress=False, log=lambda s: None)
+    return cfg, results, write_report(results, cfg, "resnets degradation --depths 20 32")
+
+
+def test_study_trains_every_model_with_one_recipe(tiny_study) -> None:
+    cfg, results, _ = tiny_study
+    assert [(r.model, r.residual) for r in results] == [
+        ("plain20", False),
+        ("plain32", False),
+        ("resnet20", True),
+        ("resnet32", True),
+    ]
+    configs = [json.loads((Path(cfg.out) / r.model / "config.json").read_text()) for r in results]
+    recipe_keys = ("lr", "schedule", "batch_size", "seed", "weight_decay", "iterations", "dataset")
+    assert len({tuple(c[k] for k in recipe_keys) for c in configs}) == 1
+    for r in results:
+        assert len(r.grad_init) == r.depth == len(r.grad_final)  # every conv + fc, by depth
+        assert len(r.responses) == r.depth - 1  # every 3x3 conv (all but the fc)
+        assert 0 <= r.train_error <= 1 and 0 <= r.test_error <= 1
+
+
+def test_summary_json_contract(tiny_study) -> None:
+    _, results, paths = tiny_study
+    summary = json.loads(paths["summary"].read_text())
+    assert [s["model"] for s in summary] == [r.model for r in results]
+    for s in summary:
+        assert {"model", "depth", "residual", "train_error", "test_error"} <= set(s)
+        assert isinstance(s["residual"], bool) and 0 <= s["train_error"] <= 1
+
+
+def test_html_report_is_self_contained_with_every_plot(tiny_study) -> None:
+    _, results, paths = tiny_study
+    page = paths["html"].read_text()
+    sources = re.findall(r'<img [^>]*src="([^"]+)"', page)
+    assert len(sources) == 4
+    for src in sources:
+        assert src.startswith("data:image/png;base64,")
+        data = base64.b64decode(src.split(",", 1)[1])
+        assert data.startswith(PNG) and len(data) > 10_000
+    assert "http://" not in page and "https://" not in page  # nothing to fetch
+    for r in results:
+        assert r.model in page
+    md = paths["markdown"].read_text()
+    for name in re.findall(r"\(figures/([^)]+)\)", md):
+        assert (paths["html"].parent / "figures" / name).read_bytes().startswith(PNG)
+
+
+def test_study_resumes_without_retraining(tiny_study) -> None:
+    cfg, results, _ = tiny_study
+    out = Path(cfg.out)
+    stamp = {r.model: (out / r.model / "model.safetensors").stat().st_mtime_ns for r in results}
+    (out / "resnet32" / "diagnostics.json").unlink()  # as if killed after training, before measuring
+    logs: list[str] = []
+    again = run_study(cfg, progress=False, log=logs.append)
+    assert all("done, loading" in line for line in logs if "resnet32" not in line)
+    assert {r.model: (out / r.model / "model.safetensors").stat().st_mtime_ns for r in again} == stamp
+    assert [r.summary() for r in again] == [r.summary() for r in results]
+
+
+def _result(model: str, depth: int, residual: bool, train_error: float) -> ModelResult:
+    return ModelResult(
+        model=model, depth=depth, residual=residual, params=1, train_error=train_error,
+        test_error=train_error,
+        train_loss=0.0, test_loss=0.0, seconds=1.0, curves=[], layers=["a", "b"], grad_init=[1.0, 0.5],
+        grad_final=[1.0, 1.0], response_layers=["a"], responses=[0.5 if residual else 1.0],
+        signal_variance=[1.0], signal_branch_variance=[float("nan")],
+    )  # fmt: skip
+
+
+def test_verdict_reports_degradation_only_when_measured() -> None:
+    seen = verdict([_result("plain20", 20, False, 0.01), _result("plain56", 56, False, 0.70),
+                    _result("resnet20", 20, True, 0.01), _result("resnet56", 56, True, 0.005)])  # fmt: skip
+    text = " ".join(seen)
+    assert "Degradation seen" in text and "70.00%" in text and "+69.0 points" in text
+    assert "do not get worse" in text
+    assert "smaller, as in the paper" in text
+    assert "neither vanish nor explode" in text  # a 2x spread of gradient norms
+    none = " ".join(verdict([_result("plain20", 20, False, 0.05), _result("plain56", 56, False, 0.05)]))
+    assert "No degradation seen" in none
+
+
+def test_degradation_cli_rejects_bad_depths(tmp_path: Path) -> None:
+    assert_clean_error(
+        run_cli("degradation", "--depths", "21", "--out", str(tmp_path)), "unknown model 'resnet21'"
+    )
+    assert_clean_error(run_cli("degradation", "--depths", "20", "20", "--out", str(tmp_path)), "repeat")
+
+
+def test_diagnose_cli_compares_model_and_twin(tmp_path: Path) -> None:
+    proc = run_cli("diagnose", "--model", "resnet20", "--steps", "3", "--batch-size", "32", "--quiet",
+                   "--out", str(tmp_path))  # fmt: skip
+    assert proc.returncode == 0, proc.stderr
+    assert "resnet20" in proc.stdout and "plain20" in proc.stdout and "spread" in proc.stdout
+    assert (tmp_path / "figures" / "gradients.png").read_bytes().startswith(PNG)
