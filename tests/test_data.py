@@ -248,3 +248,27 @@ def test_eval_loader_keeps_order_and_last_batch() -> None:
     mean = torch.tensor(d.mean).view(1, 3, 1, 1) * 255
     std = torch.tensor(d.std).view(1, 3, 1, 1) * 255
     torch.testing.assert_close(x, (d.test.images.float() - mean) / std)
+
+
+def test_download_extracts_a_verified_archive_and_refuses_escapes(tmp_path: Path) -> None:
+    import io
+    import tarfile
+
+    from resnets.data.download import file_md5
+
+    def archive(name: str, members: dict[str, bytes]) -> Path:
+        path = tmp_path / name
+        with tarfile.open(path, "w:gz") as tar:
+            for member, data in members.items():
+                info = tarfile.TarInfo(member)
+                info.size = len(data)
+                tar.addfile(info, io.BytesIO(data))
+        return path
+
+    good = archive("good.tar.gz", {"cifar-10-batches-py/readme.txt": b"hello"})
+    download_archive(good.as_uri(), file_md5(good), tmp_path / "data", "test archive")
+    assert (tmp_path / "data" / "cifar-10-batches-py" / "readme.txt").read_bytes() == b"hello"
+    evil = archive("evil.tar.gz", {"../escaped.txt": b"gotcha"})
+    with pytest.raises(ResnetsError, match="cannot unpack"):
+        download_archive(evil.as_uri(), file_md5(evil), tmp_path / "data2", "test archive")
+    assert not (tmp_path / "escaped.txt").exists()

@@ -5,10 +5,14 @@ from __future__ import annotations
 import base64
 import json
 import re
+import shutil
+import subprocess
 from pathlib import Path
 
+import numpy as np
 import pytest
 from conftest import assert_clean_error, run_cli
+from PIL import Image
 
 from resnets.experiments import ModelResult, StudyConfig, run_study
 from resnets.report import write_report
@@ -115,3 +119,32 @@ def test_diagnose_cli_compares_model_and_twin(tmp_path: Path) -> None:
     assert proc.returncode == 0, proc.stderr
     assert "resnet20" in proc.stdout and "plain20" in proc.stdout and "spread" in proc.stdout
     assert (tmp_path / "figures" / "gradients.png").read_bytes().startswith(PNG)
+
+
+CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
+
+
+def _screenshot(page: Path, png: Path, profile: Path) -> np.ndarray:
+    subprocess.run(
+        [CHROMIUM, "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+         "--disable-background-networking", "--disable-component-update", "--disable-sync",
+         f"--user-data-dir={profile}", "--hide-scrollbars", "--window-size=1200,4000",
+         f"--screenshot={png}", page.as_uri()],
+        capture_output=True, timeout=120, check=True,
+    )  # fmt: skip
+    return np.asarray(Image.open(png).convert("RGB")).astype(int)
+
+
+@pytest.mark.skipif(CHROMIUM is None, reason="headless Chromium not installed (apt-get install chromium)")
+def test_report_renders_every_plot_in_a_real_browser(tiny_study, tmp_path: Path) -> None:
+    _, _, paths = tiny_study
+    shot = _screenshot(paths["html"], tmp_path / "report.png", tmp_path / "profile")
+    bare = tmp_path / "bare.html"
+    bare.write_text(re.sub(r"<img [^>]*>", "", paths["html"].read_text()))
+    shot_bare = _screenshot(bare, tmp_path / "bare.png", tmp_path / "profile2")
+
+    def coloured(img: np.ndarray) -> int:  # plot lines are saturated; text and tables are grey
+        return int(((img.max(-1) - img.min(-1)) > 60).sum())
+
+    assert coloured(shot) > 20_000, "the plots did not render"
+    assert coloured(shot_bare) < coloured(shot) / 10

@@ -192,3 +192,11 @@ def test_cifar10_short_real_training_beats_chance(shared_data: Path, tmp_path: P
     )  # fmt: skip
     result = train(cfg, progress=False)
     assert result.metrics["test_error"] < 0.70  # chance is 0.90
+
+
+def test_bf16_channels_last_trains_on_cpu(tmp_path: Path) -> None:
+    cfg = TrainConfig(model="resnet20", dataset="digits", iterations=20, batch_size=64, precision="bf16",
+                      channels_last=True, schedule="onecycle", out=str(tmp_path / "run"))  # fmt: skip
+    result = train(cfg, progress=False)
+    assert result.metrics["test_error"] < 0.9  # learns something in 20 steps
+    assert all(p.dtype == torch.float32 for p in result.model.parameters())  # fp32 master weights

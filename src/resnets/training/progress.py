@@ -24,10 +24,12 @@ class Progress:
         enabled: bool = True,
         stream: TextIO | None = None,
         lines: int = 20,
+        steps_per_epoch: int = 0,
     ) -> None:
         self.total, self.start, self.desc = total, start, desc
         self.stream = stream or sys.stderr
         self.enabled = enabled
+        self.steps_per_epoch = steps_per_epoch
         self.t0 = time.perf_counter()
         self.every = max(1, (total - start) // lines)
         self.last_line = self.t0
@@ -53,6 +55,9 @@ class Progress:
         if not self.enabled:
             return
         stats = f"loss {loss:.4f}  {images_per_s:,.0f} img/s"
+        if self.steps_per_epoch:
+            spe = self.steps_per_epoch
+            stats = f"epoch {step / spe:.1f}/{self.total / spe:.0f}  " + stats
         if self._bar is not None:
             self._bar.update(self._task, completed=step, stats=stats)
             return

@@ -244,7 +244,7 @@ def train(cfg: TrainConfig, resume: bool = False, progress: bool = True) -> RunR
             "config": json.loads(cfg.to_json()),
         }, cfg.keep_checkpoints)  # fmt: skip
 
-    bar = Progress(total, step, desc=cfg.model, enabled=progress)
+    bar = Progress(total, step, desc=cfg.model, enabled=progress, steps_per_epoch=steps_per_epoch)
     if resume:
         bar.message(f"resuming {run_dir} at step {step}/{total}")
     metrics: dict[str, Any] = {}
