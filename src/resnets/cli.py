@@ -7,7 +7,7 @@ import sys
 from collections.abc import Callable, Sequence
 
 from . import __version__
-from .commands import models, study, train
+from .commands import deploy, models, study, train
 from .errors import ResnetsError
 from .training.trainer import Interrupted
 
@@ -31,6 +31,7 @@ def build_parser() -> argparse.ArgumentParser:
     models.add_parser(sub)
     train.add_parsers(sub)
     study.add_parsers(sub)
+    deploy.add_parsers(sub)
     return parser
 
 

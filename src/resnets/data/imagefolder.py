@@ -21,8 +21,8 @@ def _class_dirs(folder: Path) -> list[Path]:
     return dirs
 
 
-def load_image(path: Path, size: int) -> np.ndarray:
-    """One image as uint8 (3, size, size): any mode converted to RGB, then resized."""
+def load_image(path: Path, size: int, channels: int = 3) -> np.ndarray:
+    """One image as uint8 (channels, size, size): any mode converted to RGB (or L), resized."""
     from PIL import Image, UnidentifiedImageError
 
     try:
@@ -32,8 +32,11 @@ def load_image(path: Path, size: int) -> np.ndarray:
                 if im.width * im.height > MAX_PIXELS:
                     raise ResnetsError(f"{path}: {im.width}x{im.height} is too large an image")
                 im = _to_rgb(im)
+                if channels == 1:
+                    im = im.convert("L")
                 im = im.resize((size, size), Image.Resampling.BILINEAR)
-                return np.asarray(im, dtype=np.uint8).transpose(2, 0, 1).copy()
+                arr = np.asarray(im, dtype=np.uint8)
+                return (arr[None] if arr.ndim == 2 else arr.transpose(2, 0, 1)).copy()
     except ResnetsError:
         raise
     except (UnidentifiedImageError, OSError, ValueError, SyntaxError, Image.DecompressionBombWarning,
@@ -43,14 +46,15 @@ def load_image(path: Path, size: int) -> np.ndarray:
 
 def _to_rgb(im):
     """RGB for every mode: 16-bit greyscale is scaled, transparency composited on black."""
+    from PIL import Image
+
     if im.mode in ("I;16", "I;16B", "I;16L", "I"):
         a = np.asarray(im, dtype=np.float64)
         top = 65535.0 if im.mode.startswith("I;16") else max(float(a.max()), 1.0)
-        from PIL import Image
-
         im = Image.fromarray((a / top * 255).clip(0, 255).astype(np.uint8), "L")
-    if im.mode == "P":
-        im = im.convert("RGBA")
+    if im.mode in ("P", "RGBA", "LA", "PA", "La", "RGBa"):
+        rgba = im.convert("RGBA")
+        im = Image.alpha_composite(Image.new("RGBA", rgba.size, (0, 0, 0, 255)), rgba)
     return im.convert("RGB")
 
 

@@ -25,7 +25,8 @@ class TrainConfig:
     out: str = "runs/run"
     epochs: int | None = None  # give epochs or iterations; neither means 15 epochs
     iterations: int | None = None
-    batch_size: int = 128
+    batch_size: int = 128  # the global batch: split over processes and micro-batches
+    accumulate: int = 1  # micro-batches per step (gradient accumulation)
     lr: float = 0.1
     momentum: float = 0.9
     nesterov: bool = False
@@ -41,6 +42,8 @@ class TrainConfig:
     checkpoint_every: int | None = None  # steps between checkpoints; None: at every evaluation
     keep_checkpoints: int = 2
     grad_every: int | None = None  # record per-layer gradient norms every N steps (gradients.jsonl)
+    sync_bn: bool = False  # BatchNorm over the global batch across processes (CUDA)
+    init_from: str | None = None  # torchvision/timm-layout weights to start from
     train_subset: int | None = None  # train on a seeded random subset of this many images
     seed: int = 0
     device: str = "auto"
@@ -56,6 +59,11 @@ class TrainConfig:
             if getattr(self, name) is not None:
                 _positive_int(name, getattr(self, name))
         _positive_int("keep_checkpoints", self.keep_checkpoints)
+        _positive_int("accumulate", self.accumulate)
+        if self.batch_size % self.accumulate:
+            raise ResnetsError(
+                f"batch-size {self.batch_size} is not divisible by accumulate {self.accumulate}"
+            )
         _finite("lr", self.lr, low=0.0, low_open=True)
         _finite("momentum", self.momentum, low=0.0, high=1.0, high_open=True)
         _finite("weight_decay", self.weight_decay, low=0.0)

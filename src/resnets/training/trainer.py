@@ -8,6 +8,7 @@ stopped.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 import os
@@ -27,6 +28,8 @@ from ..diagnostics import GradientFlow
 from ..errors import ResnetsError
 from ..io import atomic_write_text
 from ..models import create_model, get_spec
+from ..models.interop import load_pretrained
+from . import distributed
 from .checkpoint import (
     WEIGHTS_FILE,
     list_checkpoints,
@@ -173,8 +176,22 @@ def _append_line(path: Path, record: dict[str, Any]) -> None:
 def train(cfg: TrainConfig, resume: bool = False, progress: bool = True) -> RunResult:
     """Train ``cfg.model`` on ``cfg.dataset``, writing the run directory ``cfg.out``."""
     cfg.validate()
-    device = resolve_device(cfg.device)
+    ctx = distributed.setup(resolve_device(cfg.device))
+    try:
+        return _train(cfg, ctx, resume, progress and ctx.main)
+    finally:
+        distributed.teardown(ctx)
+
+
+def _train(cfg: TrainConfig, ctx: distributed.Context, resume: bool, progress: bool) -> RunResult:
+    device = ctx.device
     check_precision(cfg.precision, device)
+    if cfg.batch_size % (ctx.world * cfg.accumulate):
+        raise ResnetsError(
+            f"batch-size {cfg.batch_size} must divide into {ctx.world} processes "
+            f"x {cfg.accumulate} micro-batches"
+        )
+    rank_batch = cfg.batch_size // ctx.world
     spec = get_spec(cfg.model)  # fail on an unknown model before loading any data
     data = load_dataset(cfg.dataset, cfg.data_dir, **cfg.dataset_options)
     run_dir = Path(cfg.out)
@@ -184,8 +201,8 @@ def train(cfg: TrainConfig, resume: bool = False, progress: bool = True) -> RunR
     train_split = data.train.subset(cfg.train_subset, cfg.seed) if cfg.train_subset else data.train
     loader_kw = {"mean": data.mean, "std": data.std, "device": device, "channels_last": cfg.channels_last}
     train_loader = TensorLoader(
-        train_split, cfg.batch_size, train=True, crop_padding=data.crop_padding, flip=data.flip,
-        seed=cfg.seed, **loader_kw,
+        train_split, rank_batch, train=True, crop_padding=data.crop_padding, flip=data.flip,
+        seed=cfg.seed, shard=(ctx.rank, ctx.world), **loader_kw,
     )  # fmt: skip
     test_loader = TensorLoader(data.test, cfg.batch_size, **loader_kw)
     steps_per_epoch = len(train_loader)
@@ -201,22 +218,31 @@ def train(cfg: TrainConfig, resume: bool = False, progress: bool = True) -> RunR
         cfg.warmup_steps if cfg.warmup_steps is not None else default_warmup(cfg.schedule, spec.depth, total)
     )
 
-    write_config(run_dir, cfg, {
+    if ctx.main:
+        write_config(run_dir, cfg, {
             "num_classes": data.num_classes, "image_shape": list(data.image_shape),
             "classes": data.classes, "mean": list(data.mean), "std": list(data.std),
             "train_images": len(train_split), "test_images": len(data.test),
             "steps_per_epoch": steps_per_epoch, "total_steps": total, "warmup_steps": warmup,
             "eval_every": eval_every, "checkpoint_every": ckpt_every, "device": str(device),
             "crop_padding": data.crop_padding, "flip": data.flip, "torch": torch.__version__,
+            "processes": ctx.world,
         })  # fmt: skip
 
     # Model, optimizer, loss.
-    model = build_model(cfg, data).to(device)
+    model = build_model(cfg, data)
+    if cfg.init_from and not resume:
+        load_pretrained(model, cfg.init_from)
+    if cfg.sync_bn:
+        model = distributed.sync_batchnorm(model, ctx)
+    model = model.to(device)
     if cfg.channels_last:
         model = model.to(memory_format=torch.channels_last)
     optimizer = make_optimizer(model, cfg)
     scaler = grad_scaler(cfg.precision, device)
-    forward = torch.compile(model) if cfg.compile else model
+    forward = distributed.wrap(model, ctx)
+    if cfg.compile:
+        forward = torch.compile(forward)
 
     step, elapsed, running = 0, 0.0, Running()
     if resume:
@@ -233,7 +259,8 @@ def train(cfg: TrainConfig, resume: bool = False, progress: bool = True) -> RunR
                 f"{run_dir} already finished {step} steps; raise --epochs or --iterations to go on"
             )
     for log in (METRICS_FILE, GRADIENTS_FILE):
-        _rewrite_log(run_dir / log, step)
+        if ctx.main:
+            _rewrite_log(run_dir / log, step)
     flow = GradientFlow(model) if cfg.grad_every else None
 
     def checkpoint() -> Path:
@@ -262,10 +289,13 @@ def train(cfg: TrainConfig, resume: bool = False, progress: bool = True) -> RunR
                     record_grads = flow is not None and step % cfg.grad_every == 0
                     if record_grads:
                         flow.arm()
-                    with autocast(cfg.precision, device):
-                        logits = forward(x)
-                    loss = F.cross_entropy(logits.float(), y, label_smoothing=cfg.label_smoothing)
-                    loss_value = loss.item()
+                    optimizer.zero_grad(set_to_none=True)
+                    loss_sum, wrong = _forward_backward(forward, x, y, cfg, scaler, device)
+                    # One all-reduce per step: every rank learns the global loss and stop requests.
+                    loss_sum, wrong, n, stop = distributed.all_sum(
+                        [loss_sum, wrong, len(y), sigint.raised], ctx
+                    )
+                    loss_value = loss_sum / n
                     if not math.isfinite(loss_value):
                         last = list_checkpoints(run_dir)
                         kept = f"; the last good checkpoint is {last[0]}" if last else ""
@@ -273,48 +303,72 @@ def train(cfg: TrainConfig, resume: bool = False, progress: bool = True) -> RunR
                             f"loss became {loss_value} at step {step + 1}{kept}; "
                             f"lower the learning rate (--lr {cfg.lr:g} now) or add --warmup"
                         )
-                    optimizer.zero_grad(set_to_none=True)
-                    scaler.scale(loss).backward()
-                    if record_grads:
+                    if record_grads and ctx.main:
                         norms = flow.collect()
                         _append_line(
                             run_dir / GRADIENTS_FILE, {"step": step, "layers": flow.names, "norms": norms}
                         )
                     scaler.step(optimizer)
                     scaler.update()
-                    running.add(loss_value, int((logits.argmax(1) != y).sum()), len(y))
+                    running.add(loss_value, int(wrong), int(n))
                     step += 1
                     dt = time.perf_counter() - t0
                     running.seconds += dt
                     elapsed += dt
-                    bar.update(step, loss_value, len(y) / max(dt, 1e-9))
+                    bar.update(step, loss_value, n / max(dt, 1e-9))
 
                     if step % eval_every == 0 or step == total:
-                        test_loss, test_error = evaluate(forward, test_loader, cfg.precision)
-                        metrics = {
-                            "step": step, "epoch": round(step / steps_per_epoch, 4),
-                            "train_loss": running.loss / running.seen,
-                            "train_error": running.wrong / running.seen,
-                            "test_loss": test_loss, "test_error": test_error, "lr": lr,
-                            "time": round(elapsed, 3),
-                            "images_per_s": round(running.seen / max(running.seconds, 1e-9), 1),
-                        }  # fmt: skip
-                        _append_line(run_dir / METRICS_FILE, metrics)
+                        if ctx.main:  # rank 0 holds the same weights as every rank
+                            test_loss, test_error = evaluate(model, test_loader, cfg.precision)
+                            metrics = {
+                                "step": step, "epoch": round(step / steps_per_epoch, 4),
+                                "train_loss": running.loss / running.seen,
+                                "train_error": running.wrong / running.seen,
+                                "test_loss": test_loss, "test_error": test_error, "lr": lr,
+                                "time": round(elapsed, 3),
+                                "images_per_s": round(running.seen / max(running.seconds, 1e-9), 1),
+                            }  # fmt: skip
+                            _append_line(run_dir / METRICS_FILE, metrics)
                         running = Running()
-                    if step % ckpt_every == 0 or step == total:
+                    if ctx.main and (step % ckpt_every == 0 or step == total or stop):
                         checkpoint()
-                    if sigint.raised:
-                        path = checkpoint()
+                    if stop:
+                        distributed.barrier(ctx)
                         raise Interrupted(
-                            f"interrupted at step {step}/{total}; saved {path}; continue with "
-                            f"`resnets train --resume --out {run_dir}`"
+                            f"interrupted at step {step}/{total}; saved a checkpoint in {run_dir}; "
+                            f"continue with `resnets train --resume --out {run_dir}`"
                         )
                     if step >= total:
                         break
     finally:
         bar.close()
+    if not ctx.main:
+        distributed.barrier(ctx)
+        return RunResult(run_dir, step, metrics, model)
     save_weights(model, run_dir / WEIGHTS_FILE, {"model": cfg.model, "dataset": cfg.dataset})
+    distributed.barrier(ctx)
     return RunResult(run_dir, step, metrics, model)
+
+
+def _forward_backward(
+    forward: nn.Module, x: torch.Tensor, y: torch.Tensor, cfg: TrainConfig,
+    scaler: torch.amp.GradScaler, device: torch.device,
+) -> tuple[float, int]:  # fmt: skip
+    """Gradients of the batch's mean loss, a micro-batch at a time; returns (loss sum, errors)."""
+    loss_sum, wrong = 0.0, 0
+    chunks = list(zip(x.chunk(cfg.accumulate), y.chunk(cfg.accumulate), strict=True))
+    for i, (xc, yc) in enumerate(chunks):
+        # Under DDP, gradients are all-reduced once, on the last micro-batch.
+        last = i == len(chunks) - 1
+        sync = contextlib.nullcontext() if last or not hasattr(forward, "no_sync") else forward.no_sync()
+        with sync:
+            with autocast(cfg.precision, device):
+                logits = forward(xc)
+            loss = F.cross_entropy(logits.float(), yc, label_smoothing=cfg.label_smoothing)
+            scaler.scale(loss if len(chunks) == 1 else loss * (len(yc) / len(y))).backward()
+        loss_sum += loss.item() * len(yc)
+        wrong += int((logits.argmax(1) != yc).sum())
+    return loss_sum, wrong
 
 
 def _check_same_run(state: dict[str, Any], cfg: TrainConfig, path: Path) -> None:
