@@ -52,7 +52,9 @@ def test_other_class_count_reinitialises_the_head(tmp_path: Path, capsys: pytest
 
 def test_wrong_architecture_lists_the_first_differences(tmp_path: Path) -> None:
     torch.save(torchvision_state("resnet50"), tmp_path / "r50.pth")
-    with pytest.raises(ResnetsError, match=r"does not fit the model \(\d+ differences; first: .*layer") as info:
+    with pytest.raises(
+        ResnetsError, match=r"does not fit the model \(\d+ differences; first: .*layer"
+    ) as info:
         load_pretrained(create_model("resnet18"), tmp_path / "r50.pth")
     assert "\n" not in str(info.value)
 
@@ -61,7 +63,7 @@ class _Plant:
     def __init__(self, marker: str) -> None:
         self.marker = marker
 
-    def __reduce__(self):  # noqa: ANN204
+    def __reduce__(self):
         return (open, (self.marker, "w"))
 
 
@@ -93,13 +95,17 @@ def test_torchrun_two_processes_match_single_process_on_the_same_global_batch(tm
     args = ["train", "--model", "resnet20", "--dataset", "digits", "--iterations", "8", "--batch-size", "64",
             "--checkpoint-every", "4", "--quiet"]  # fmt: skip
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    ddp = subprocess.run([TORCHRUN, "--nproc_per_node=2", "-m", "resnets", *args, "--out", str(tmp_path / "ddp")],
-                         capture_output=True, text=True, timeout=300, env=env)  # fmt: skip
+    launch = [TORCHRUN, "--nproc_per_node=2", "-m", "resnets"]
+    ddp = subprocess.run([*launch, *args, "--out", str(tmp_path / "ddp")], capture_output=True, text=True,
+                         timeout=300, env=env)  # fmt: skip
     assert ddp.returncode == 0, ddp.stderr[-2000:]
     # One process on the same global batch of 64: two micro-batches of 32, as the two ranks see.
     single = run_cli(*args, "--accumulate", "2", "--out", str(tmp_path / "single"), env=env)
     assert single.returncode == 0, single.stderr
-    a, b = load_file(tmp_path / "ddp" / "model.safetensors"), load_file(tmp_path / "single" / "model.safetensors")
+    a, b = (
+        load_file(tmp_path / "ddp" / "model.safetensors"),
+        load_file(tmp_path / "single" / "model.safetensors"),
+    )
     params = [k for k in a if "running" not in k and "num_batches" not in k]
     worst = max((a[k] - b[k]).abs().max().item() for k in params)
     assert worst <= 1e-5, worst  # BN running statistics differ by design: DDP keeps rank 0's
