@@ -23,7 +23,8 @@ from ..errors import ResnetsError
 from ..io import atomic_write_text
 from ..models import count_params, get_spec, summarize
 from ..training import TrainConfig, evaluate, train
-from ..training.checkpoint import WEIGHTS_FILE, list_checkpoints, load_into, load_weights
+from ..training.checkpoint import WEIGHTS_FILE, list_checkpoints
+from ..training.runs import load_run
 from ..training.trainer import CONFIG_FILE, METRICS_FILE, build_model, resolve_device
 
 FAMILIES = {"cifar": ("resnet{}", "plain{}"), "preact": ("preact_resnet{}", "preact_plain{}")}
@@ -160,7 +161,8 @@ def _study_one(
             result = None  # trained already; only the diagnostics were missing
         else:
             result = train(recipe, resume=resume, progress=progress)
-        model = result.model if result else _load_trained(recipe, data, run_dir, device)
+        # Train mode, as at initialisation: the gradients are measured with batch statistics.
+        model = (result.model if result else load_run(run_dir, device).model).train()
         _, grad_final = gradient_norms(model, x, y)
         response_layers, responses = layer_responses(model, xt)
         train_loader = TensorLoader(data.train, 512, data.mean, data.std, device)
@@ -180,12 +182,6 @@ def _study_one(
         model=name, depth=depth, residual=residual, seconds=curves[-1]["time"] if curves else 0.0,
         curves=curves, **diag,
     )  # fmt: skip
-
-
-def _load_trained(recipe: TrainConfig, data: Dataset, run_dir: Path, device: torch.device) -> torch.nn.Module:
-    model = build_model(recipe, data)
-    load_into(model, load_weights(run_dir / WEIGHTS_FILE), str(run_dir / WEIGHTS_FILE))
-    return model.to(device)
 
 
 def _log(text: str) -> None:
