@@ -200,3 +200,17 @@ def test_bf16_channels_last_trains_on_cpu(tmp_path: Path) -> None:
     result = train(cfg, progress=False)
     assert result.metrics["test_error"] < 0.9  # learns something in 20 steps
     assert all(p.dtype == torch.float32 for p in result.model.parameters())  # fp32 master weights
+
+
+def test_resume_falls_back_past_a_corrupt_checkpoint(tmp_path: Path) -> None:
+    run = tmp_path / "run"
+    base = ["train", "--model", "resnet20", *FAST, "--checkpoint-every", "2", "--out", str(run)]
+    assert run_cli(*base, "--iterations", "6").returncode == 0
+    newest, older = list_checkpoints(run)
+    assert (newest.name, older.name) == ("step-00000006.pt", "step-00000004.pt")  # the last two kept
+    newest.write_bytes(newest.read_bytes()[:1000])  # as if cut short
+    proc = run_cli("train", "--resume", "--out", str(run), "--iterations", "8", "--quiet")
+    assert proc.returncode == 0, proc.stderr
+    assert f"checkpoint {newest} is corrupt" in proc.stderr and "trying an older checkpoint" in proc.stderr
+    steps = [json.loads(x)["step"] for x in (run / "metrics.jsonl").read_text().splitlines()]
+    assert steps == [8]  # the step-6 line came from the lost checkpoint's future: dropped
