@@ -35,6 +35,16 @@ def assert_clean_error(proc: subprocess.CompletedProcess[str], *needles: str) ->
         assert needle in err, err
 
 
+class Plant:
+    """Unpickling this would create a marker file: the test that nothing runs."""
+
+    def __init__(self, marker: str) -> None:
+        self.marker = marker
+
+    def __reduce__(self):
+        return (open, (self.marker, "w"))
+
+
 @pytest.fixture
 def shared_data() -> Path:
     """../shared/data (real CIFAR-10 and MNIST), or a skip when it is absent."""

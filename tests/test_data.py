@@ -13,6 +13,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from conftest import Plant
 
 from resnets.data import TensorLoader, list_datasets, load_dataset
 from resnets.data.cifar import CIFAR10
@@ -120,20 +121,10 @@ def test_cifar_batch_with_wrong_structure(cifar_copy: Path) -> None:
         load_dataset("cifar10", cifar_copy)
 
 
-class _Plant:
-    """Unpickling this would create a marker file: the test that nothing runs."""
-
-    def __init__(self, marker: str) -> None:
-        self.marker = marker
-
-    def __reduce__(self):
-        return (open, (self.marker, "w"))
-
-
 def test_malicious_cifar_batch_is_refused_without_running(cifar_copy: Path, tmp_path: Path) -> None:
     marker = tmp_path / "pwned"
     batch = cifar_copy / "cifar-10-batches-py" / "data_batch_1"
-    batch.write_bytes(pickle.dumps({"data": _Plant(str(marker)), "labels": []}, protocol=2))
+    batch.write_bytes(pickle.dumps({"data": Plant(str(marker)), "labels": []}, protocol=2))
     with pytest.raises(ResnetsError, match="not a plain data pickle"):
         load_dataset("cifar10", cifar_copy)
     assert not marker.exists()

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from conftest import assert_clean_error, run_cli
+from conftest import Plant, assert_clean_error, run_cli
 from safetensors.torch import load_file, save_file
 
 from resnets import create_model
@@ -59,17 +59,9 @@ def test_wrong_architecture_lists_the_first_differences(tmp_path: Path) -> None:
     assert "\n" not in str(info.value)
 
 
-class _Plant:
-    def __init__(self, marker: str) -> None:
-        self.marker = marker
-
-    def __reduce__(self):
-        return (open, (self.marker, "w"))
-
-
 def test_malicious_weights_file_is_refused_without_running(tmp_path: Path) -> None:
     marker = tmp_path / "pwned"
-    (tmp_path / "evil.pth").write_bytes(pickle.dumps({"conv1.weight": _Plant(str(marker))}))
+    (tmp_path / "evil.pth").write_bytes(pickle.dumps({"conv1.weight": Plant(str(marker))}))
     with pytest.raises(ResnetsError, match="not a plain weights file"):
         read_state_dict(tmp_path / "evil.pth")
     assert not marker.exists()

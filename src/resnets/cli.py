@@ -22,6 +22,11 @@ class _Parser(argparse.ArgumentParser):
         raise ResnetsError(f"{message} (see `{self.prog} --help`)")
 
 
+def one_line(message: str) -> str:
+    """The message with newlines and other control characters escaped, so it stays one line."""
+    return "".join(c if c.isprintable() else repr(c)[1:-1] for c in message)
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser of every subcommand."""
     parser = _Parser(prog="resnets", description="Deep residual networks and their plain twins.")
@@ -44,10 +49,17 @@ def main(argv: Sequence[str] | None = None) -> int:
         func: Callable[[argparse.Namespace], int] = args.func
         return func(args)
     except Interrupted as e:
-        print(f"resnets: {e}", file=sys.stderr)
+        print(f"resnets: {one_line(str(e))}", file=sys.stderr)
         return EXIT_INTERRUPTED
     except ResnetsError as e:
-        print(f"resnets: error: {e}", file=sys.stderr)
+        print(f"resnets: error: {one_line(str(e))}", file=sys.stderr)
+        return EXIT_USER_ERROR
+    except OSError as e:  # a file system refusing a read or write the code did not foresee
+        where = f"{e.filename}: " if e.filename else ""
+        print(f"resnets: error: {one_line(f'{where}{e.strerror or e}')}", file=sys.stderr)
+        return EXIT_USER_ERROR
+    except MemoryError:
+        print("resnets: error: out of memory; lower --batch-size or use a smaller model", file=sys.stderr)
         return EXIT_USER_ERROR
     except KeyboardInterrupt:  # a second Ctrl-C, or one outside training
         print("resnets: interrupted", file=sys.stderr)

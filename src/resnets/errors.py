@@ -20,7 +20,7 @@ class UnknownNameError(ResnetsError, KeyError):
 def unknown_name(kind: str, name: str, choices: Iterable[str], hint: str = "") -> UnknownNameError:
     """Build an error for an unknown name that suggests the closest known ones."""
     choices = sorted(choices)
-    close = difflib.get_close_matches(name, choices, n=3, cutoff=0.5)
+    close = difflib.get_close_matches(name, choices, n=3, cutoff=0.5) if isinstance(name, str) else []
     msg = f"unknown {kind} {name!r}"
     if close:
         msg += f"; did you mean {', '.join(close)}?"

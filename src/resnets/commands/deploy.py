@@ -25,6 +25,7 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--top-k", type=int, default=5)
     p.add_argument("--format", choices=["text", "json"], default="text")
     p.add_argument("--device", default="cpu")
+    p.add_argument("--precision", default="auto", help="auto (bf16 if native, else fp32), fp32, bf16, fp16")
     p.set_defaults(func=run_predict)
 
 
@@ -89,7 +90,7 @@ def run_predict(args: argparse.Namespace) -> int:
         if not p.is_file():
             raise ResnetsError(f"image {p} not found")
     run = load_run(args.run, resolve_device(args.device))
-    results = predict_files(run, paths, args.top_k)
+    results = predict_files(run, paths, args.top_k, args.precision)
     if args.format == "json":
         print(json.dumps(results, indent=1))
         return 0

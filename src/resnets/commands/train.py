@@ -12,13 +12,19 @@ from ..errors import ResnetsError
 S = argparse.SUPPRESS  # only flags the user gave reach the config; the rest keep its defaults
 
 # Settings a resumed run may change: how long it goes and how often it reports.
-RESUME_MAY_CHANGE = {"epochs", "iterations", "eval_every", "checkpoint_every", "device", "keep_checkpoints"}
+RESUME_MAY_CHANGE = {
+    "epochs", "iterations", "eval_every", "checkpoint_every", "device", "keep_checkpoints", "compile",
+}  # fmt: skip
 
 
 def add_parsers(sub: argparse._SubParsersAction) -> None:
     """Register `resnets train` and `resnets eval`."""
     p = sub.add_parser("train", help="train a model; writes a run directory (--out)",
                        argument_default=S)  # fmt: skip
+    p.add_argument(
+        "--recipe", help="start from a named recipe: fast (ResNet-20, CIFAR-10), fast94; flags override"
+    )
+    p.add_argument("--config", help="JSON file of settings (config.json's keys); flags override it")
     p.add_argument("--model", help="model name (see `resnets models`), default resnet20")
     p.add_argument("--dataset", help="digits (built in), cifar10, cifar100, mnist, imagefolder, synthetic")
     p.add_argument("--data-dir", help="folder holding the dataset's files")
@@ -43,9 +49,20 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
         "--warmup", type=int, dest="warmup_steps", help="warm-up steps (paper: 400 at lr/10 for depth >= 110)"
     )
     p.add_argument("--label-smoothing", type=float, help="label smoothing (default 0)")
-    p.add_argument("--precision", help="fp32 (default), bf16 or fp16 (CUDA)")
-    p.add_argument("--channels-last", action="store_true", help="NHWC memory format")
-    p.add_argument("--compile", action="store_true", help="torch.compile the model")
+    p.add_argument(
+        "--precision", help="auto (default: bf16 where native, else fp32), fp32, bf16, fp16 (CUDA)"
+    )
+    p.add_argument(
+        "--channels-last", action=argparse.BooleanOptionalAction, help="NHWC memory format (default on)"
+    )
+    p.add_argument(
+        "--compile", action=argparse.BooleanOptionalAction,
+        help="torch.compile the model (default: when the run trains on >= 250k images)",
+    )  # fmt: skip
+    p.add_argument(
+        "--ema", type=float, dest="ema_decay", help="evaluate/save a moving average of the weights"
+    )
+    p.add_argument("--eval-flip", action="store_true", help="test-time augmentation: average with the mirror")
     p.add_argument("--eval-every", type=int, help="steps between evaluations (default: each epoch)")
     p.add_argument(
         "--checkpoint-every", type=int, help="steps between checkpoints (default: each evaluation)"
@@ -70,6 +87,7 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
     e.add_argument("--batch-size", type=int, default=256)
     e.add_argument("--device", default="auto")
     e.add_argument("--tta", action="store_true", help="average with horizontally flipped images")
+    e.add_argument("--precision", default="auto", help="auto (bf16 if native, else fp32), fp32, bf16, fp16")
     e.add_argument("--json", action="store_true", help="print JSON")
     e.set_defaults(func=run_eval)
 
@@ -77,7 +95,8 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
 def config_from_args(args: argparse.Namespace) -> tuple[Any, bool, bool]:
     """The TrainConfig the flags describe (merged with the run's own when resuming)."""
     from ..training import TrainConfig
-    from ..training.trainer import CONFIG_FILE
+    from ..training.recipes import apply_recipe, merge_settings
+    from ..training.rundir import CONFIG_FILE
 
     given = vars(args).copy()
     for key in ("func", "command", "argv"):
@@ -89,6 +108,11 @@ def config_from_args(args: argparse.Namespace) -> tuple[Any, bool, bool]:
         given["model_options"] = model_options
     if dataset_options:
         given["dataset_options"] = dataset_options
+    if "config" in given:
+        given = merge_settings(_read_settings(Path(given.pop("config"))), given)
+    recipe = given.pop("recipe", None)
+    if recipe is not None:
+        given = apply_recipe(recipe, given)
     if not resume:
         return TrainConfig(**given).validate(), False, quiet
 
@@ -110,6 +134,26 @@ def config_from_args(args: argparse.Namespace) -> tuple[Any, bool, bool]:
     return saved.validate(), True, quiet
 
 
+def _read_settings(path: Path) -> dict[str, Any]:
+    """Settings from a JSON file: a run's config.json or a hand-written subset of it."""
+    from ..training import TrainConfig
+
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise ResnetsError(f"config file {path} not found") from None
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError, RecursionError) as e:
+        raise ResnetsError(f"config file {path} is not valid JSON ({type(e).__name__})") from None
+    if not isinstance(data, dict):
+        raise ResnetsError(f"config file {path} must hold a JSON object of settings")
+    data.pop("resolved", None)  # a run's derived values, not settings
+    try:
+        TrainConfig.from_dict(data, source=str(path))  # unknown keys and bad values, named
+    except ResnetsError as e:
+        raise ResnetsError(str(e) if str(path) in str(e) else f"config file {path}: {e}") from None
+    return data
+
+
 def run_train(args: argparse.Namespace) -> int:
     """Train and print a one-line summary of the final evaluation."""
     from ..training import train
@@ -129,6 +173,7 @@ def run_train(args: argparse.Namespace) -> int:
 def run_eval(args: argparse.Namespace) -> int:
     """Evaluate a run's model on a split and print loss and error."""
     from ..data import TensorLoader, load_dataset
+    from ..deploy.inference import prepare_inference
     from ..training import evaluate
     from ..training.runs import load_run
     from ..training.trainer import resolve_device
@@ -152,11 +197,13 @@ def run_eval(args: argparse.Namespace) -> int:
     split = data.test if args.split == "test" else data.train
     # The run's own normalisation, whatever the dataset: the model was trained with it.
     loader = TensorLoader(split, args.batch_size, run.resolved["mean"], run.resolved["std"], device)
-    loss, error = evaluate(run.model, loader, flip_tta=args.tta)
+    # BN folded, channels-last and autocast inside: the precision is applied by the wrapper.
+    fast = prepare_inference(run.model, device, args.precision)
+    loss, error = evaluate(fast, loader, "fp32", flip_tta=args.tta)
     result = {
         "run": str(run.path), "model": run.config.model, "dataset": name, "split": args.split,
         "images": len(split), "loss": loss, "error": error, "accuracy": 1 - error,
-        "weights": str(run.weights),
+        "precision": fast.precision, "weights": str(run.weights),
     }  # fmt: skip
     if args.json:
         print(json.dumps(result, indent=1))

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import inspect
 import os
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -147,6 +148,10 @@ def default_data_dir() -> Path:
 def load_dataset(name: str, data_dir: str | os.PathLike[str] | None = None, **options: object) -> Dataset:
     """Load a dataset by name; ``data_dir`` is where its files are (or will be downloaded)."""
     source = get_source(name)
+    accepted = [p for p in inspect.signature(source.load).parameters if p != "data_dir"]
+    for key in options:
+        if key not in accepted:
+            raise unknown_name(f"option for dataset {name}", key, accepted)
     if not source.needs_dir:
         return source.load(**options)
     folder = Path(data_dir) if data_dir is not None else default_data_dir()

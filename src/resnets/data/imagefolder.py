@@ -45,11 +45,13 @@ def load_image(path: Path, size: int, channels: int = 3) -> np.ndarray:
 
 
 def _to_rgb(im):
-    """RGB for every mode: 16-bit greyscale is scaled, transparency composited on black."""
+    """RGB for every mode: 16-bit, 32-bit and float greyscale scaled, transparency on black."""
     from PIL import Image
 
-    if im.mode in ("I;16", "I;16B", "I;16L", "I"):
-        a = np.asarray(im, dtype=np.float64)
+    if im.mode in ("I;16", "I;16B", "I;16L", "I", "F"):
+        a = np.nan_to_num(np.asarray(im, dtype=np.float64))
+        # 16-bit spans 0..65535; 32-bit integer and float images are scaled by their own maximum
+        # (a float image in 0..1 stays 0..1).
         top = 65535.0 if im.mode.startswith("I;16") else max(float(a.max()), 1.0)
         im = Image.fromarray((a / top * 255).clip(0, 255).astype(np.uint8), "L")
     if im.mode in ("P", "RGBA", "LA", "PA", "La", "RGBa"):

@@ -61,6 +61,8 @@ def read_idx(path: Path, ndim: int) -> np.ndarray:
 def _split(data_dir: Path, split: str) -> ImageData:
     images = read_idx(_find(data_dir, FILES[f"{split}_images"]), 3)
     labels = read_idx(_find(data_dir, FILES[f"{split}_labels"]), 1)
+    if len(images) == 0 or 0 in images.shape[1:]:
+        raise ResnetsError(f"MNIST {split}: the image file holds no pixels {images.shape}; corrupt file")
     if len(images) != len(labels):
         raise ResnetsError(f"MNIST {split}: {len(images)} images but {len(labels)} labels")
     if len(labels) and labels.max() > 9:

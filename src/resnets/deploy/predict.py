@@ -11,6 +11,7 @@ import torch
 from ..data.imagefolder import load_image
 from ..data.loader import normalize
 from ..training.runs import Run
+from .inference import prepare_inference
 
 
 def preprocess(run: Run, paths: list[Path]) -> torch.Tensor:
@@ -25,11 +26,14 @@ def preprocess(run: Run, paths: list[Path]) -> torch.Tensor:
 
 
 @torch.no_grad()
-def predict_files(run: Run, paths: list[Path], top_k: int = 5) -> list[dict[str, Any]]:
+def predict_files(
+    run: Run, paths: list[Path], top_k: int = 5, precision: str = "auto"
+) -> list[dict[str, Any]]:
     """For each file: its top-k classes with names and probabilities, most likely first."""
     device = next(run.model.parameters()).device
+    model = prepare_inference(run.model, device, precision)
     x = preprocess(run, paths).to(device)
-    probs = torch.softmax(run.model.eval()(x).float(), dim=1).cpu()
+    probs = torch.softmax(model(x), dim=1).cpu()
     k = min(top_k, probs.shape[1])
     top = probs.topk(k, dim=1)
     classes = run.resolved.get("classes") or [str(i) for i in range(probs.shape[1])]

@@ -24,8 +24,9 @@ from ..io import atomic_write_text
 from ..models import count_params, get_spec, summarize
 from ..training import TrainConfig, evaluate, train
 from ..training.checkpoint import WEIGHTS_FILE, list_checkpoints
+from ..training.rundir import CONFIG_FILE, METRICS_FILE
 from ..training.runs import load_run
-from ..training.trainer import CONFIG_FILE, METRICS_FILE, build_model, resolve_device
+from ..training.trainer import build_model, resolve_device
 
 FAMILIES = {"cifar": ("resnet{}", "plain{}"), "preact": ("preact_resnet{}", "preact_plain{}")}
 DIAGNOSTICS_FILE = "diagnostics.json"
@@ -48,8 +49,8 @@ class StudyConfig:
     lr: float = 0.1
     schedule: str = "onecycle"
     weight_decay: float = 5e-4
-    precision: str = "fp32"
-    channels_last: bool = False
+    precision: str = "auto"
+    channels_last: bool = True
     train_subset: int | None = None
     seed: int = 0
     device: str = "auto"

@@ -1,6 +1,13 @@
 """Safe file input and output: atomic writes and a restricted unpickler."""
 
-from .atomic import atomic_write, atomic_write_bytes, atomic_write_text
+from .atomic import atomic_write, atomic_write_bytes, atomic_write_text, remove_stale_temporaries
 from .safe_pickle import UnsafePickleError, safe_load
 
-__all__ = ["UnsafePickleError", "atomic_write", "atomic_write_bytes", "atomic_write_text", "safe_load"]
+__all__ = [
+    "UnsafePickleError",
+    "atomic_write",
+    "atomic_write_bytes",
+    "atomic_write_text",
+    "remove_stale_temporaries",
+    "safe_load",
+]

@@ -36,7 +36,7 @@ def atomic_write(path: str | os.PathLike[str]) -> Iterator[BinaryIO]:
         raise
 
 
-def atomic_write_bytes(path: str | os.PathLike[str], data: bytes) -> None:
+def atomic_write_bytes(path: str | os.PathLike[str], data: bytes | memoryview) -> None:
     """Write bytes atomically."""
     with atomic_write(path) as f:
         f.write(data)
@@ -51,6 +51,16 @@ def atomic_save(path: str | os.PathLike[str], writer: Callable[[BinaryIO], None]
     """Let ``writer`` fill a file that then appears atomically at ``path``."""
     with atomic_write(path) as f:
         writer(f)
+
+
+def remove_stale_temporaries(folder: str | os.PathLike[str]) -> int:
+    """Delete temporary files a killed writer left in ``folder``; returns how many."""
+    removed = 0
+    with contextlib.suppress(OSError):
+        for p in Path(folder).glob(".*.tmp"):
+            _remove_quietly(str(p))
+            removed += 1
+    return removed
 
 
 def _fsync_dir(folder: Path) -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 import re
 import sys
 from pathlib import Path
@@ -14,7 +15,7 @@ from safetensors.torch import save as st_save
 from torch import nn
 
 from ..errors import ResnetsError
-from ..io import atomic_write, atomic_write_bytes
+from ..io import atomic_write_bytes
 
 CHECKPOINT_DIR = "checkpoint"
 WEIGHTS_FILE = "model.safetensors"
@@ -38,8 +39,10 @@ def list_checkpoints(run_dir: Path) -> list[Path]:
 def save_checkpoint(run_dir: Path, step: int, state: dict[str, Any], keep: int) -> Path:
     """Write ``state`` as the checkpoint of ``step`` and delete all but the newest ``keep``."""
     path = checkpoint_dir(run_dir) / f"step-{step:08d}.pt"
-    with atomic_write(path) as f:
-        torch.save(state, f)
+    # Serialise in memory first: a failing disk then surfaces as OSError from a plain write.
+    buf = io.BytesIO()
+    torch.save(state, buf)
+    atomic_write_bytes(path, buf.getbuffer())
     for old in list_checkpoints(run_dir)[keep:]:
         old.unlink(missing_ok=True)
     return path

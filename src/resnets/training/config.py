@@ -12,7 +12,7 @@ from typing import Any
 from ..errors import ResnetsError
 
 SCHEDULES = ("paper", "cosine", "onecycle", "constant")
-PRECISIONS = ("fp32", "bf16", "fp16")
+PRECISIONS = ("auto", "fp32", "bf16", "fp16")
 
 
 @dataclass
@@ -35,9 +35,12 @@ class TrainConfig:
     schedule: str = "paper"  # lr /10 at 50% and 75% of the steps (the paper's 32k/48k of 64k)
     warmup_steps: int | None = None  # None: the paper's 400 steps at lr/10 for nets of depth >= 110
     label_smoothing: float = 0.0
-    precision: str = "fp32"
-    channels_last: bool = False
-    compile: bool = False
+    precision: str = "auto"  # bf16 where the hardware runs it natively, else fp32
+    channels_last: bool = True
+    compile: bool | None = None  # None: compile when the run is long enough to repay the warm-up
+    ema_decay: float | None = None  # evaluate and save an exponential moving average of the weights
+    eval_flip: bool = False  # evaluate on each test image and its mirror image, averaged
+    recipe: str | None = None  # the named recipe these settings started from (a record only)
     eval_every: int | None = None  # steps between evaluations; None: once per epoch
     checkpoint_every: int | None = None  # steps between checkpoints; None: at every evaluation
     keep_checkpoints: int = 2
@@ -52,6 +55,12 @@ class TrainConfig:
 
     def validate(self) -> TrainConfig:
         """Raise a one-line ResnetsError for a setting that makes no sense; return self."""
+        for name in ("model", "dataset", "out", "schedule", "precision", "device"):
+            if not isinstance(getattr(self, name), str) or not getattr(self, name):
+                raise ResnetsError(f"{name} must be a non-empty string, got {getattr(self, name)!r}")
+        for name in ("data_dir", "init_from", "recipe"):
+            if getattr(self, name) is not None and not isinstance(getattr(self, name), str):
+                raise ResnetsError(f"{name} must be a string, got {getattr(self, name)!r}")
         _positive_int("batch_size", self.batch_size)
         if self.epochs is not None and self.iterations is not None:
             raise ResnetsError("give --epochs or --iterations, not both")
@@ -68,6 +77,13 @@ class TrainConfig:
         _finite("momentum", self.momentum, low=0.0, high=1.0, high_open=True)
         _finite("weight_decay", self.weight_decay, low=0.0)
         _finite("label_smoothing", self.label_smoothing, low=0.0, high=1.0, high_open=True)
+        if self.ema_decay is not None:
+            _finite("ema_decay", self.ema_decay, low=0.0, high=1.0, low_open=True, high_open=True)
+        for name in ("channels_last", "eval_flip", "nesterov", "no_decay_on_norm_and_bias", "sync_bn"):
+            if not isinstance(getattr(self, name), bool):
+                raise ResnetsError(f"{name} must be true or false, got {getattr(self, name)!r}")
+        if self.compile is not None and not isinstance(self.compile, bool):
+            raise ResnetsError(f"compile must be true, false or null (auto), got {self.compile!r}")
         if self.warmup_steps is not None and (not _is_int(self.warmup_steps) or self.warmup_steps < 0):
             raise ResnetsError(f"warmup_steps must be an integer >= 0, got {self.warmup_steps!r}")
         if self.schedule not in SCHEDULES:
@@ -76,8 +92,8 @@ class TrainConfig:
             raise ResnetsError(f"unknown precision {self.precision!r}; choose one of {', '.join(PRECISIONS)}")
         if self.nesterov and self.momentum == 0:
             raise ResnetsError("nesterov needs momentum > 0")
-        if not _is_int(self.seed) or self.seed < 0:
-            raise ResnetsError(f"seed must be an integer >= 0, got {self.seed!r}")
+        if not _is_int(self.seed) or not 0 <= self.seed < 2**63:
+            raise ResnetsError(f"seed must be an integer in [0, 2**63), got {self.seed!r}")
         if not isinstance(self.model_options, dict) or not isinstance(self.dataset_options, dict):
             raise ResnetsError("model_options and dataset_options must be JSON objects")
         return self

@@ -14,7 +14,7 @@ from ..errors import ResnetsError
 from ..models import create_model
 from .checkpoint import WEIGHTS_FILE, list_checkpoints, load_checkpoint, load_into, load_weights
 from .config import TrainConfig
-from .trainer import CONFIG_FILE
+from .rundir import CONFIG_FILE
 
 
 @dataclass
@@ -49,5 +49,13 @@ def load_run(run_dir: str | Path, device: torch.device | str = "cpu") -> Run:
         if not checkpoints:
             raise ResnetsError(f"{run_dir} has neither {WEIGHTS_FILE} nor a checkpoint; train it first")
         weights = checkpoints[0]
-        load_into(model, load_checkpoint(weights)["model"], str(weights))
+        state = load_checkpoint(weights)
+        # A run that averages its weights evaluates and ships the average.
+        if "ema" in state:
+            ema = state["ema"]
+            load_into(
+                model, {k[len("module.") :]: v for k, v in ema.items() if k != "n_averaged"}, str(weights)
+            )
+        else:
+            load_into(model, state["model"], str(weights))
     return Run(run_dir, cfg, resolved, model.to(device).eval(), weights)

@@ -1,18 +1,17 @@
 """The training loop: SGD on a dataset held on the device, evaluated, checkpointed, resumable.
 
 Everything a resumed run needs is either in the checkpoint (weights, optimizer, step, RNG,
-running sums) or a pure function of the config and the step (data order, augmentation,
-learning rate), so a run killed and resumed ends with the same weights as one that never
-stopped.
+running sums, the weight average) or a pure function of the config and the step (data order,
+augmentation, learning rate), so a run killed and resumed ends with the same weights as one
+that never stopped.
 """
 
 from __future__ import annotations
 
-import contextlib
 import json
 import math
-import os
 import signal
+import sys
 import time
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -20,18 +19,18 @@ from pathlib import Path
 from typing import Any
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 from ..data import Dataset, TensorLoader, load_dataset
 from ..diagnostics import GradientFlow
 from ..errors import ResnetsError
-from ..io import atomic_write_text
+from ..io import remove_stale_temporaries
 from ..models import create_model, get_spec
 from ..models.interop import load_pretrained
 from . import distributed
 from .checkpoint import (
     WEIGHTS_FILE,
+    checkpoint_dir,
     list_checkpoints,
     load_into,
     load_latest_checkpoint,
@@ -39,15 +38,25 @@ from .checkpoint import (
     save_weights,
 )
 from .config import TrainConfig
+from .ema import make_ema
 from .evaluate import evaluate
-from .precision import autocast, check_precision, grad_scaler
+from .precision import check_precision, grad_scaler, resolve_precision
 from .progress import Progress
+from .rundir import (
+    CONFIG_FILE,
+    GRADIENTS_FILE,
+    METRICS_FILE,
+    append_line,
+    check_run_dir,
+    rewrite_log,
+    write_config,
+)
 from .schedules import default_warmup, lr_at
+from .step import compile_forward, forward_backward, make_optimizer, resolve_fast_path
+
+__all__ = ["CONFIG_FILE", "GRADIENTS_FILE", "METRICS_FILE", "Diverged", "Interrupted", "RunResult", "train"]
 
 DEFAULT_EPOCHS = 15
-METRICS_FILE = "metrics.jsonl"
-GRADIENTS_FILE = "gradients.jsonl"
-CONFIG_FILE = "config.json"
 
 
 class Diverged(ResnetsError):
@@ -76,17 +85,6 @@ def build_model(cfg: TrainConfig, data: Dataset) -> nn.Module:
     torch.manual_seed(cfg.seed)
     options = {"in_channels": data.image_shape[0], **cfg.model_options}
     return create_model(cfg.model, num_classes=data.num_classes, **options)
-
-
-def make_optimizer(model: nn.Module, cfg: TrainConfig) -> torch.optim.SGD:
-    """SGD with momentum; optionally no weight decay on BN parameters and biases."""
-    decay, no_decay = [], []
-    for p in model.parameters():
-        (no_decay if cfg.no_decay_on_norm_and_bias and p.ndim <= 1 else decay).append(p)
-    groups = [{"params": decay, "weight_decay": cfg.weight_decay}]
-    if no_decay:
-        groups.append({"params": no_decay, "weight_decay": 0.0})
-    return torch.optim.SGD(groups, lr=cfg.lr, momentum=cfg.momentum, nesterov=cfg.nesterov)
 
 
 @dataclass
@@ -138,41 +136,6 @@ class _SigintFlag:
         self.raised = True
 
 
-def check_run_dir(run_dir: Path, resume: bool) -> None:
-    """Refuse to overwrite a finished or resumable run unless resuming it."""
-    if not resume and (list_checkpoints(run_dir) or (run_dir / WEIGHTS_FILE).exists()):
-        raise ResnetsError(
-            f"{run_dir} already holds a run; pass --resume to continue it or choose another --out"
-        )
-
-
-def write_config(run_dir: Path, cfg: TrainConfig, resolved: dict[str, Any]) -> None:
-    """config.json: every setting, plus what was derived from them under "resolved"."""
-    record = json.loads(cfg.to_json()) | {"resolved": resolved}
-    atomic_write_text(run_dir / CONFIG_FILE, json.dumps(record, indent=2, sort_keys=True) + "\n")
-
-
-def _rewrite_log(path: Path, up_to_step: int) -> None:
-    """Keep the log lines a resumed run has already produced (a kill may cut a line)."""
-    if not path.exists():
-        return
-    kept = []
-    for line in path.read_text().splitlines():
-        try:
-            if json.loads(line)["step"] <= up_to_step:
-                kept.append(line)
-        except (json.JSONDecodeError, KeyError, TypeError):
-            continue
-    atomic_write_text(path, "".join(k + "\n" for k in kept))
-
-
-def _append_line(path: Path, record: dict[str, Any]) -> None:
-    with open(path, "a") as f:
-        f.write(json.dumps(record) + "\n")
-        f.flush()
-        os.fsync(f.fileno())
-
-
 def train(cfg: TrainConfig, resume: bool = False, progress: bool = True) -> RunResult:
     """Train ``cfg.model`` on ``cfg.dataset``, writing the run directory ``cfg.out``."""
     cfg.validate()
@@ -185,7 +148,7 @@ def train(cfg: TrainConfig, resume: bool = False, progress: bool = True) -> RunR
 
 def _train(cfg: TrainConfig, ctx: distributed.Context, resume: bool, progress: bool) -> RunResult:
     device = ctx.device
-    check_precision(cfg.precision, device)
+    check_precision(resolve_precision(cfg.precision, device), device)
     if cfg.batch_size % (ctx.world * cfg.accumulate):
         raise ResnetsError(
             f"batch-size {cfg.batch_size} must divide into {ctx.world} processes "
@@ -218,6 +181,9 @@ def _train(cfg: TrainConfig, ctx: distributed.Context, resume: bool, progress: b
         cfg.warmup_steps if cfg.warmup_steps is not None else default_warmup(cfg.schedule, spec.depth, total)
     )
 
+    pixels = data.image_shape[1] * data.image_shape[2]
+    fast = resolve_fast_path(cfg, device, total * cfg.batch_size, pixels)
+
     if ctx.main:
         write_config(run_dir, cfg, {
             "num_classes": data.num_classes, "image_shape": list(data.image_shape),
@@ -226,7 +192,8 @@ def _train(cfg: TrainConfig, ctx: distributed.Context, resume: bool, progress: b
             "steps_per_epoch": steps_per_epoch, "total_steps": total, "warmup_steps": warmup,
             "eval_every": eval_every, "checkpoint_every": ckpt_every, "device": str(device),
             "crop_padding": data.crop_padding, "flip": data.flip, "torch": torch.__version__,
-            "processes": ctx.world,
+            "processes": ctx.world, "precision": fast.precision, "compile": fast.compile,
+            "eval_flip": cfg.eval_flip and data.flip,
         })  # fmt: skip
 
     # Model, optimizer, loss.
@@ -238,17 +205,29 @@ def _train(cfg: TrainConfig, ctx: distributed.Context, resume: bool, progress: b
     model = model.to(device)
     if cfg.channels_last:
         model = model.to(memory_format=torch.channels_last)
-    optimizer = make_optimizer(model, cfg)
-    scaler = grad_scaler(cfg.precision, device)
+    optimizer = make_optimizer(model, cfg, device)
+    scaler = grad_scaler(fast.precision, device)
     forward = distributed.wrap(model, ctx)
-    if cfg.compile:
-        forward = torch.compile(forward)
+    if fast.compile:
+        forward = compile_forward(forward)
+    # An exponential moving average of the weights (and BN statistics), evaluated and saved instead.
+    ema = make_ema(model, cfg.ema_decay) if cfg.ema_decay else None
+    final = ema.module if ema is not None else model
 
     step, elapsed, running = 0, 0.0, Running()
+    if resume and ctx.main:
+        for folder in (run_dir, checkpoint_dir(run_dir)):
+            remove_stale_temporaries(folder)  # what a kill mid-write left behind
+    if resume and not list_checkpoints(run_dir):
+        # Killed before its first checkpoint: nothing to restore, so the run starts over.
+        print(f"resnets: no checkpoint in {run_dir} yet; starting it from step 0", file=sys.stderr)
+        resume = False
     if resume:
         state, path = load_latest_checkpoint(run_dir, device)
         _check_same_run(state, cfg, path)
         load_into(model, state["model"], str(path))
+        if ema is not None:
+            load_into(ema, state["ema"], str(path))
         optimizer.load_state_dict(state["optimizer"])
         scaler.load_state_dict(state["scaler"])
         torch.set_rng_state(state["rng_cpu"].cpu())
@@ -260,7 +239,7 @@ def _train(cfg: TrainConfig, ctx: distributed.Context, resume: bool, progress: b
             )
     for log in (METRICS_FILE, GRADIENTS_FILE):
         if ctx.main:
-            _rewrite_log(run_dir / log, step)
+            rewrite_log(run_dir / log, step)
     flow = GradientFlow(model) if cfg.grad_every else None
 
     def checkpoint() -> Path:
@@ -269,7 +248,7 @@ def _train(cfg: TrainConfig, ctx: distributed.Context, resume: bool, progress: b
             "scaler": scaler.state_dict(), "step": step, "elapsed": elapsed,
             "rng_cpu": torch.get_rng_state(), "running": vars(running).copy(),
             "config": json.loads(cfg.to_json()),
-        }, cfg.keep_checkpoints)  # fmt: skip
+        } | ({"ema": ema.state_dict()} if ema is not None else {}), cfg.keep_checkpoints)  # fmt: skip
 
     bar = Progress(total, step, desc=cfg.model, enabled=progress, steps_per_epoch=steps_per_epoch)
     if resume:
@@ -290,7 +269,9 @@ def _train(cfg: TrainConfig, ctx: distributed.Context, resume: bool, progress: b
                     if record_grads:
                         flow.arm()
                     optimizer.zero_grad(set_to_none=True)
-                    loss_sum, wrong = _forward_backward(forward, x, y, cfg, scaler, device)
+                    loss_sum, wrong = forward_backward(
+                        forward, x, y, cfg.accumulate, cfg.label_smoothing, fast.precision, scaler, device
+                    )
                     # One all-reduce per step: every rank learns the global loss and stop requests.
                     loss_sum, wrong, n, stop = distributed.all_sum(
                         [loss_sum, wrong, len(y), sigint.raised], ctx
@@ -305,11 +286,13 @@ def _train(cfg: TrainConfig, ctx: distributed.Context, resume: bool, progress: b
                         )
                     if record_grads and ctx.main:
                         norms = flow.collect()
-                        _append_line(
+                        append_line(
                             run_dir / GRADIENTS_FILE, {"step": step, "layers": flow.names, "norms": norms}
                         )
                     scaler.step(optimizer)
                     scaler.update()
+                    if ema is not None:
+                        ema.update_parameters(model)
                     running.add(loss_value, int(wrong), int(n))
                     step += 1
                     dt = time.perf_counter() - t0
@@ -319,7 +302,9 @@ def _train(cfg: TrainConfig, ctx: distributed.Context, resume: bool, progress: b
 
                     if step % eval_every == 0 or step == total:
                         if ctx.main:  # rank 0 holds the same weights as every rank
-                            test_loss, test_error = evaluate(model, test_loader, cfg.precision)
+                            test_loss, test_error = evaluate(
+                                final, test_loader, fast.precision, flip_tta=cfg.eval_flip and data.flip
+                            )
                             metrics = {
                                 "step": step, "epoch": round(step / steps_per_epoch, 4),
                                 "train_loss": running.loss / running.seen,
@@ -328,7 +313,7 @@ def _train(cfg: TrainConfig, ctx: distributed.Context, resume: bool, progress: b
                                 "time": round(elapsed, 3),
                                 "images_per_s": round(running.seen / max(running.seconds, 1e-9), 1),
                             }  # fmt: skip
-                            _append_line(run_dir / METRICS_FILE, metrics)
+                            append_line(run_dir / METRICS_FILE, metrics)
                         running = Running()
                     if ctx.main and (step % ckpt_every == 0 or step == total or stop):
                         checkpoint()
@@ -344,31 +329,10 @@ def _train(cfg: TrainConfig, ctx: distributed.Context, resume: bool, progress: b
         bar.close()
     if not ctx.main:
         distributed.barrier(ctx)
-        return RunResult(run_dir, step, metrics, model)
-    save_weights(model, run_dir / WEIGHTS_FILE, {"model": cfg.model, "dataset": cfg.dataset})
+        return RunResult(run_dir, step, metrics, final)
+    save_weights(final, run_dir / WEIGHTS_FILE, {"model": cfg.model, "dataset": cfg.dataset})
     distributed.barrier(ctx)
-    return RunResult(run_dir, step, metrics, model)
-
-
-def _forward_backward(
-    forward: nn.Module, x: torch.Tensor, y: torch.Tensor, cfg: TrainConfig,
-    scaler: torch.amp.GradScaler, device: torch.device,
-) -> tuple[float, int]:  # fmt: skip
-    """Gradients of the batch's mean loss, a micro-batch at a time; returns (loss sum, errors)."""
-    loss_sum, wrong = 0.0, 0
-    chunks = list(zip(x.chunk(cfg.accumulate), y.chunk(cfg.accumulate), strict=True))
-    for i, (xc, yc) in enumerate(chunks):
-        # Under DDP, gradients are all-reduced once, on the last micro-batch.
-        last = i == len(chunks) - 1
-        sync = contextlib.nullcontext() if last or not hasattr(forward, "no_sync") else forward.no_sync()
-        with sync:
-            with autocast(cfg.precision, device):
-                logits = forward(xc)
-            loss = F.cross_entropy(logits.float(), yc, label_smoothing=cfg.label_smoothing)
-            scaler.scale(loss if len(chunks) == 1 else loss * (len(yc) / len(y))).backward()
-        loss_sum += loss.item() * len(yc)
-        wrong += int((logits.argmax(1) != yc).sum())
-    return loss_sum, wrong
+    return RunResult(run_dir, step, metrics, final)
 
 
 def _check_same_run(state: dict[str, Any], cfg: TrainConfig, path: Path) -> None:
