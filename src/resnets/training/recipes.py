@@ -17,11 +17,9 @@ FAST = {
     "schedule": "onecycle", "label_smoothing": 0.1, "ema_decay": 0.999, "eval_flip": True,
 }  # fmt: skip
 
-# The same tricks on a wider residual net (ResNet-20 at 4x width: 64/128/256 channels, 4.3M
-# parameters), aimed at 94% on CIFAR-10.
-FAST94 = FAST | {
-    "epochs": 30, "batch_size": 256, "lr": 0.4, "model_options": {"width": 4.0},
-}  # fmt: skip
+# The same recipe on ResNet-20 at twice the width (32/64/128 channels, 1.07M parameters, 4x the
+# FLOPs), aimed at 94%: the widest net whose epochs still fit 45 minutes on a 2-core CPU.
+FAST94 = FAST | {"epochs": 24, "model_options": {"width": 2.0}}
 
 RECIPES: dict[str, dict[str, Any]] = {"fast": FAST, "fast94": FAST94}
 
