@@ -14,7 +14,7 @@ def _recipe_flags(p: argparse.ArgumentParser, epochs: int | None) -> None:
     if epochs is not None:
         p.add_argument("--epochs", type=int, default=epochs, help=f"epochs per model (default {epochs})")
     p.add_argument("--batch-size", type=int, default=128)
-    p.add_argument("--lr", type=float, default=0.1, help="peak learning rate (default 0.1)")
+    p.add_argument("--lr", type=float, default=0.05, help="peak learning rate (default 0.05)")
     p.add_argument("--schedule", default="onecycle", help="onecycle (default), paper, cosine, constant")
     p.add_argument("--weight-decay", type=float, default=5e-4)
     p.add_argument("--precision", default="auto", help="auto (bf16 if native, else fp32), fp32, bf16, fp16")

@@ -159,6 +159,13 @@ def _train(cfg: TrainConfig, ctx: distributed.Context, resume: bool, progress: b
     data = load_dataset(cfg.dataset, cfg.data_dir, **cfg.dataset_options)
     run_dir = Path(cfg.out)
     check_run_dir(run_dir, resume)
+    if resume and ctx.main:
+        for folder in (run_dir, checkpoint_dir(run_dir)):
+            remove_stale_temporaries(folder)  # what a kill mid-write left behind
+    if resume and not list_checkpoints(run_dir):
+        # Killed before its first checkpoint: nothing to restore, so the run starts over.
+        print(f"resnets: no checkpoint in {run_dir} yet; starting it from step 0", file=sys.stderr)
+        resume = False
 
     # Data: the whole dataset on the device, augmented in batches.
     train_split = data.train.subset(cfg.train_subset, cfg.seed) if cfg.train_subset else data.train
@@ -215,18 +222,13 @@ def _train(cfg: TrainConfig, ctx: distributed.Context, resume: bool, progress: b
     final = ema.module if ema is not None else model
 
     step, elapsed, running = 0, 0.0, Running()
-    if resume and ctx.main:
-        for folder in (run_dir, checkpoint_dir(run_dir)):
-            remove_stale_temporaries(folder)  # what a kill mid-write left behind
-    if resume and not list_checkpoints(run_dir):
-        # Killed before its first checkpoint: nothing to restore, so the run starts over.
-        print(f"resnets: no checkpoint in {run_dir} yet; starting it from step 0", file=sys.stderr)
-        resume = False
     if resume:
         state, path = load_latest_checkpoint(run_dir, device)
         _check_same_run(state, cfg, path)
         load_into(model, state["model"], str(path))
         if ema is not None:
+            if "ema" not in state:
+                raise ResnetsError(f"checkpoint {path} holds no weight average; resume without --ema")
             load_into(ema, state["ema"], str(path))
         optimizer.load_state_dict(state["optimizer"])
         scaler.load_state_dict(state["scaler"])
