@@ -8,8 +8,10 @@ import pickle
 import random
 import resource
 import shutil
+import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import numpy as np
@@ -34,31 +36,67 @@ def _metrics(run: Path) -> list[dict]:
     return [{k: v for k, v in json.loads(x).items() if k not in ("time", "images_per_s")} for x in lines]
 
 
+def _newest_step(run: Path) -> int:
+    ckpts = list_checkpoints(run)
+    return int(ckpts[0].stem.split("-")[1]) if ckpts else 0
+
+
+def _step_seconds(run: Path) -> float:
+    """This machine's time for one step, read off the two newest checkpoints (one per step)."""
+    ckpts = list_checkpoints(run)[:2]
+    if len(ckpts) < 2:
+        return 0.0
+    return abs(ckpts[0].stat().st_mtime - ckpts[1].stat().st_mtime)
+
+
+def _launch_and_maybe_kill(cmd: list[str], run: Path, rng: random.Random, kill: bool) -> int | None:
+    """Run ``cmd``; with ``kill``, SIGKILL it at a random point of its progress.
+
+    The moment is chosen from what the run has done, not from the clock: after a random number
+    of new checkpoints (0: as soon as this process has written its config), then a random
+    fraction of the measured step time. So the kills land alike on a fast and a slow machine.
+    Returns the newest checkpoint's step at the kill, or None when the run ended by itself.
+    """
+    ahead, fraction = rng.randint(0, 12), rng.random()
+    launched = time.time()
+    start = _newest_step(run)
+    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, env=ONE_THREAD)
+
+    def reached() -> bool:
+        if ahead == 0:
+            config = run / "config.json"
+            return config.exists() and config.stat().st_mtime >= launched
+        return _newest_step(run) >= start + ahead
+
+    while kill and proc.poll() is None and not reached():
+        time.sleep(0.005)
+    if kill and proc.poll() is None:
+        time.sleep(fraction * _step_seconds(run))
+        proc.kill()  # SIGKILL: no handler runs, whatever was mid-write stays as it was
+    _, err = proc.communicate()
+    if proc.returncode == -signal.SIGKILL:
+        return _newest_step(run)
+    assert proc.returncode == 0, err.decode()
+    return None
+
+
 def test_twenty_random_sigkills_then_resume_end_equal_to_an_unbroken_run(tmp_path: Path) -> None:
     # A checkpoint every step, so many kills land while one is being written.
     args = [*TINY, "--iterations", "90", "--checkpoint-every", "1", "--eval-every", "15", "--ema", "0.9"]
     straight = run_cli("train", *args, "--out", str(tmp_path / "straight"), env=ONE_THREAD)
     assert straight.returncode == 0, straight.stderr
-    rng = random.Random(20261126)
-    kills, runs = 0, 0
+    rng = random.Random(20261127)
     killed_at: list[int] = []  # the newest checkpoint's step at each kill (0: before the first)
-    while kills < 20:
+    runs = 0
+    while len(killed_at) < 20:
         run = tmp_path / f"killed-{runs}"
         runs += 1
+        # The same command line every time, as a job scheduler re-runs it after a preemption.
+        cmd = [sys.executable, "-m", "resnets", "train", *args, "--out", str(run), "--resume"]
         while not (run / "model.safetensors").exists():
-            resume = ["--resume"] if (run / "config.json").exists() else []
-            cmd = [sys.executable, "-m", "resnets", "train", *args, "--out", str(run), *resume]
-            proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=ONE_THREAD)
-            try:
-                proc.communicate(timeout=rng.uniform(1.5, 5.0) if kills < 20 else 300)
-            except subprocess.TimeoutExpired:
-                proc.kill()  # SIGKILL: no handler runs, whatever was mid-write stays as it was
-                proc.communicate()
-                kills += 1
-                ckpts = list_checkpoints(run)
-                killed_at.append(int(ckpts[0].stem.split("-")[1]) if ckpts else 0)
-            else:
-                assert proc.returncode == 0, proc.stderr
+            step = _launch_and_maybe_kill(cmd, run, rng, kill=len(killed_at) < 20)
+            if step is not None:
+                killed_at.append(step)
             for ckpt in list_checkpoints(run):  # a half-written checkpoint is never visible
                 torch.load(ckpt, weights_only=True)
         a, b = _weights(tmp_path / "straight"), _weights(run)
@@ -66,9 +104,14 @@ def test_twenty_random_sigkills_then_resume_end_equal_to_an_unbroken_run(tmp_pat
         assert all(torch.equal(a[k], b[k]) for k in a), f"run {run.name} differs after kills"
         assert _metrics(run) == _metrics(tmp_path / "straight")
         assert not list(run.rglob(".*.tmp")), "temporary files left behind"
-    assert kills >= 20
+        # Once more on the finished run: exit 0, the final result again, nothing rewritten.
+        before = _snapshot(run)
+        again = subprocess.run(cmd, capture_output=True, text=True, env=ONE_THREAD)
+        assert again.returncode == 0, again.stderr
+        assert "after 90 steps" in again.stdout and "already finished 90 steps" in again.stderr
+        assert _snapshot(run) == before
     assert len(set(killed_at) - {0}) >= 10, f"too few kills landed mid-training: {killed_at}"
-    print(f"{kills} kills in {runs} runs, at steps {killed_at}")
+    print(f"{len(killed_at)} kills in {runs} runs, at steps {killed_at}")
 
 
 def _limit_file_size(limit: int):

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import base64
+import dataclasses
 import json
+import os
 import re
 import shutil
 import subprocess
@@ -14,7 +16,9 @@ import pytest
 from conftest import assert_clean_error, run_cli
 from PIL import Image
 
+from resnets.errors import ResnetsError
 from resnets.experiments import ModelResult, StudyConfig, run_study
+from resnets.io import exclusive
 from resnets.report import write_report
 from resnets.report.verdict import verdict
 
@@ -148,3 +152,24 @@ def test_report_renders_every_plot_in_a_real_browser(tiny_study, tmp_path: Path)
 
     assert coloured(shot) > 20_000, "the plots did not render"
     assert coloured(shot_bare) < coloured(shot) / 10
+
+
+def test_rerun_with_another_recipe_is_refused_naming_the_setting(tiny_study) -> None:
+    cfg, _, _ = tiny_study
+    other = StudyConfig(**{**dataclasses.asdict(cfg), "lr": 0.2})
+    with pytest.raises(ResnetsError, match=r"--lr 0.2 differs from the study .* \(0.05\)"):
+        run_study(other, progress=False, log=lambda s: None)
+    # A study folder holding a model trained with other settings is not reused silently.
+    alien = Path(cfg.out) / "alien"
+    shutil.copytree(Path(cfg.out) / "resnet20", alien / "resnet20")
+    moved = StudyConfig(**{**dataclasses.asdict(cfg), "out": str(alien), "seed": 1, "depths": [20]})
+    with pytest.raises(ResnetsError, match="trained with seed=0, not 1"):
+        run_study(moved, progress=False, log=lambda s: None)
+
+
+def test_a_study_folder_has_one_writer(tmp_path: Path) -> None:
+    out = tmp_path / "study"
+    with exclusive(out, "study"):  # this test process holds it, as a first `resnets degradation` would
+        proc = run_cli("degradation", "--depths", "20", "--epochs", "1", "--out", str(out))
+    assert_clean_error(proc, f"{out} is being written by another study (pid {os.getpid()} on ")
+    assert not (out / "study.json").exists()

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -118,7 +119,9 @@ def config_from_args(args: argparse.Namespace) -> tuple[Any, bool, bool]:
 
     out = Path(given.get("out", TrainConfig.out))
     if not (out / CONFIG_FILE).exists():
-        raise ResnetsError(f"no run to resume in {out} ({CONFIG_FILE} missing); drop --resume to start one")
+        # One command line for every restart (a requeued job): the first one starts the run.
+        print(f"resnets: no run in {out} yet; starting it", file=sys.stderr)
+        return TrainConfig(**given).validate(), False, quiet
     saved = TrainConfig.load(out / CONFIG_FILE)
     for key, value in given.items():
         if key in RESUME_MAY_CHANGE:
@@ -161,6 +164,8 @@ def run_train(args: argparse.Namespace) -> int:
     cfg, resume, quiet = config_from_args(args)
     result = train(cfg, resume=resume, progress=not quiet)
     m = result.metrics
+    if result.already_finished:
+        print(f"resnets: {result.run_dir} had already finished {result.steps} steps", file=sys.stderr)
     if m:
         print(
             f"{cfg.model} on {cfg.dataset}: test error {m['test_error']:.2%} "

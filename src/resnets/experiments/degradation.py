@@ -20,7 +20,7 @@ import torch
 from ..data import Dataset, TensorLoader, load_dataset
 from ..diagnostics import gradient_norms, layer_responses, signal_propagation
 from ..errors import ResnetsError
-from ..io import atomic_write_text
+from ..io import atomic_write_text, exclusive
 from ..models import count_params, get_spec, summarize
 from ..training import TrainConfig, evaluate, train
 from ..training.checkpoint import WEIGHTS_FILE, list_checkpoints
@@ -30,6 +30,12 @@ from ..training.trainer import build_model, resolve_device
 
 FAMILIES = {"cifar": ("resnet{}", "plain{}"), "preact": ("preact_resnet{}", "preact_plain{}")}
 DIAGNOSTICS_FILE = "diagnostics.json"
+STUDY_FILE = "study.json"
+# Settings every model of a study shares; a re-run may add depths or move devices, not change these.
+RECIPE_KEYS = (
+    "dataset", "family", "epochs", "iterations", "batch_size", "lr", "schedule", "weight_decay",
+    "precision", "channels_last", "train_subset", "seed",
+)  # fmt: skip
 PROBE_BATCH = 128
 
 
@@ -141,11 +147,39 @@ def _probe_batches(data: Dataset, device: torch.device) -> tuple[torch.Tensor, t
 
 
 def _finished(run_dir: Path, recipe: TrainConfig) -> bool:
-    """True when the run and its diagnostics are complete and made with this recipe."""
-    if not (run_dir / WEIGHTS_FILE).exists() or not (run_dir / DIAGNOSTICS_FILE).exists():
-        return False
-    saved = json.loads((run_dir / CONFIG_FILE).read_text())
-    return all(saved.get(k) == v for k, v in json.loads(recipe.to_json()).items())
+    """True when the run and its diagnostics are complete (made with this recipe: checked first)."""
+    return (run_dir / WEIGHTS_FILE).exists() and (run_dir / DIAGNOSTICS_FILE).exists()
+
+
+def _check_recipe(run_dir: Path, recipe: TrainConfig) -> None:
+    """Refuse a model folder whose run was made with another recipe, naming the setting."""
+    if not (run_dir / CONFIG_FILE).exists():
+        return
+    saved = json.loads(TrainConfig.load(run_dir / CONFIG_FILE).to_json())
+    for key, value in json.loads(recipe.to_json()).items():
+        if key not in ("device", "data_dir", "out") and saved.get(key) != value:
+            raise ResnetsError(
+                f"{run_dir} was trained with {key}={saved.get(key)!r}, not {value!r}; "
+                "a study keeps its recipe: use another --out for new settings"
+            )
+
+
+def _check_study(path: Path, cfg: StudyConfig) -> None:
+    """A study folder re-run with other recipe settings is refused, naming the setting."""
+    if not path.exists():
+        return
+    try:
+        saved = json.loads(path.read_text())
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
+        raise ResnetsError(f"{path} is damaged ({type(e).__name__}); remove it or use another --out") from None
+    if not isinstance(saved, dict):
+        raise ResnetsError(f"{path} is damaged (not a JSON object); remove it or use another --out")
+    for key, value in dataclasses.asdict(cfg).items():
+        if key in RECIPE_KEYS and key in saved and saved[key] != value:
+            raise ResnetsError(
+                f"--{key.replace('_', '-')} {value} differs from the study in {path.parent} "
+                f"({saved[key]!r}); a resumed study keeps its recipe: use another --out"
+            )
 
 
 def _study_one(
@@ -153,6 +187,7 @@ def _study_one(
 ) -> ModelResult:
     recipe = cfg.recipe(name)
     run_dir = Path(recipe.out)
+    _check_recipe(run_dir, recipe)
     device = resolve_device(cfg.device)
     if not _finished(run_dir, recipe):
         x, y, xt = _probe_batches(data, device)
@@ -160,12 +195,12 @@ def _study_one(
         layers, grad_init = gradient_norms(fresh, x, y)
         sig = signal_propagation(fresh, x)
         resume = bool(list_checkpoints(run_dir)) and not (run_dir / WEIGHTS_FILE).exists()
-        if (run_dir / WEIGHTS_FILE).exists():
-            result = None  # trained already; only the diagnostics were missing
-        else:
-            result = train(recipe, resume=resume, progress=progress)
+        if not (run_dir / WEIGHTS_FILE).exists():  # else trained already; only diagnostics missing
+            train(recipe, resume=resume, progress=progress)
+        # Always measured on the saved weights, so a resumed study measures exactly what a fresh
+        # one did (the in-memory model's channels-last layout shifts bf16 results slightly).
         # Train mode, as at initialisation: the gradients are measured with batch statistics.
-        model = (result.model if result else load_run(run_dir, device).model).train()
+        model = load_run(run_dir, device).model.train()
         _, grad_final = gradient_norms(model, x, y)
         response_layers, responses = layer_responses(model, xt)
         train_loader = TensorLoader(data.train, 512, data.mean, data.std, device)
@@ -195,7 +230,13 @@ def run_study(cfg: StudyConfig, progress: bool = True, log: Any = _log) -> list[
     """Train and measure every model of the study; returns the results, plain nets first."""
     cfg.validate()
     out = Path(cfg.out)
-    atomic_write_text(out / "study.json", json.dumps(dataclasses.asdict(cfg), indent=2) + "\n")
+    with exclusive(out, "study"):  # the same study started twice: the second stops, naming the first
+        return _run_study(cfg, out, progress, log)
+
+
+def _run_study(cfg: StudyConfig, out: Path, progress: bool, log: Any) -> list[ModelResult]:
+    _check_study(out / STUDY_FILE, cfg)
+    atomic_write_text(out / STUDY_FILE, json.dumps(dataclasses.asdict(cfg), indent=2) + "\n")
     data = load_dataset(cfg.dataset, cfg.data_dir)
     models = cfg.model_names()
     # Cost of each model ~ its multiply-adds; the study's ETA follows from the cost done so far.

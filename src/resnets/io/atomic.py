@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import functools
 import os
 import tempfile
 from collections.abc import Callable, Iterator
@@ -19,6 +20,9 @@ def atomic_write(path: str | os.PathLike[str]) -> Iterator[BinaryIO]:
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
         fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+        # mkstemp makes the file private (0600); give it the mode a plain open() would.
+        with contextlib.suppress(OSError, AttributeError):
+            os.fchmod(fd, 0o666 & ~_umask())
     except OSError as e:
         raise ResnetsError(f"cannot write to {path.parent}: {e.strerror or e}") from None
     try:
@@ -61,6 +65,13 @@ def remove_stale_temporaries(folder: str | os.PathLike[str]) -> int:
             _remove_quietly(str(p))
             removed += 1
     return removed
+
+
+@functools.cache
+def _umask() -> int:
+    mask = os.umask(0)  # reading the umask means setting it: put it straight back
+    os.umask(mask)
+    return mask
 
 
 def _fsync_dir(folder: Path) -> None:

@@ -8,6 +8,7 @@ that never stopped.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 import signal
@@ -24,7 +25,7 @@ from torch import nn
 from ..data import Dataset, TensorLoader, load_dataset
 from ..diagnostics import GradientFlow
 from ..errors import ResnetsError
-from ..io import remove_stale_temporaries
+from ..io import exclusive, remove_stale_temporaries
 from ..models import create_model, get_spec
 from ..models.interop import load_pretrained
 from . import distributed
@@ -110,6 +111,7 @@ class RunResult:
     steps: int
     metrics: dict[str, Any]
     model: nn.Module = field(repr=False)
+    already_finished: bool = False  # resumed after its last step: nothing was trained
 
 
 class _SigintFlag:
@@ -141,7 +143,9 @@ def train(cfg: TrainConfig, resume: bool = False, progress: bool = True) -> RunR
     cfg.validate()
     ctx = distributed.setup(resolve_device(cfg.device))
     try:
-        return _train(cfg, ctx, resume, progress and ctx.main)
+        # One writer per run directory: a job submitted twice stops here, naming the holder.
+        with exclusive(cfg.out) if ctx.main else contextlib.nullcontext():
+            return _train(cfg, ctx, resume, progress and ctx.main)
     finally:
         distributed.teardown(ctx)
 
@@ -235,10 +239,6 @@ def _train(cfg: TrainConfig, ctx: distributed.Context, resume: bool, progress: b
         torch.set_rng_state(state["rng_cpu"].cpu())
         step, elapsed = int(state["step"]), float(state["elapsed"])
         running = Running(**state["running"])
-        if step >= total:
-            raise ResnetsError(
-                f"{run_dir} already finished {step} steps; raise --epochs or --iterations to go on"
-            )
     for log in (METRICS_FILE, GRADIENTS_FILE):
         if ctx.main:
             rewrite_log(run_dir / log, step)
@@ -252,6 +252,8 @@ def _train(cfg: TrainConfig, ctx: distributed.Context, resume: bool, progress: b
             "config": json.loads(cfg.to_json()),
         } | ({"ema": ema.state_dict()} if ema is not None else {}), cfg.keep_checkpoints)  # fmt: skip
 
+    if step >= total:  # a finished run, resumed by a scheduler re-running the same command line
+        return _finished_run(run_dir, step, final, cfg, ctx)
     bar = Progress(total, step, desc=cfg.model, enabled=progress, steps_per_epoch=steps_per_epoch)
     if resume:
         bar.message(f"resuming {run_dir} at step {step}/{total}")
@@ -335,6 +337,21 @@ def _train(cfg: TrainConfig, ctx: distributed.Context, resume: bool, progress: b
     save_weights(final, run_dir / WEIGHTS_FILE, {"model": cfg.model, "dataset": cfg.dataset})
     distributed.barrier(ctx)
     return RunResult(run_dir, step, metrics, final)
+
+
+def _finished_run(
+    run_dir: Path, step: int, final: nn.Module, cfg: TrainConfig, ctx: distributed.Context
+) -> RunResult:
+    """The result of a run whose last checkpoint is its last step, without training again."""
+    metrics: dict[str, Any] = {}
+    if ctx.main:
+        lines = (run_dir / METRICS_FILE).read_text().splitlines() if (run_dir / METRICS_FILE).exists() else []
+        records = [json.loads(x) for x in lines if x.strip()]
+        metrics = records[-1] if records and records[-1].get("step") == step else {}
+        if not (run_dir / WEIGHTS_FILE).exists():  # killed between the last checkpoint and the weights
+            save_weights(final, run_dir / WEIGHTS_FILE, {"model": cfg.model, "dataset": cfg.dataset})
+    distributed.barrier(ctx)
+    return RunResult(run_dir, step, metrics, final, already_finished=True)
 
 
 def _check_same_run(state: dict[str, Any], cfg: TrainConfig, path: Path) -> None:
