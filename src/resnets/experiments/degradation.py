@@ -171,7 +171,8 @@ def _check_study(path: Path, cfg: StudyConfig) -> None:
     try:
         saved = json.loads(path.read_text())
     except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
-        raise ResnetsError(f"{path} is damaged ({type(e).__name__}); remove it or use another --out") from None
+        why = type(e).__name__
+        raise ResnetsError(f"{path} is damaged ({why}); remove it or use another --out") from None
     if not isinstance(saved, dict):
         raise ResnetsError(f"{path} is damaged (not a JSON object); remove it or use another --out")
     for key, value in dataclasses.asdict(cfg).items():
