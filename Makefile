@@ -4,7 +4,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: setup demo test lint bench clean
+.PHONY: setup demo test test-core lint bench clean
 
 setup: $(STAMP)
 
@@ -21,6 +21,16 @@ demo: $(STAMP)
 test: $(STAMP)
 	$(BIN)/python -m pytest -q
 
+# The install without extras (torch, numpy, ... only): every command works or names what to install.
+CORE := .venv-core
+$(CORE)/.installed: pyproject.toml constraints.txt
+	$(PYTHON) -m venv $(CORE)
+	$(CORE)/bin/python -m pip install --quiet --disable-pip-version-check -c constraints.txt -e .
+	touch $@
+
+test-core: $(STAMP) $(CORE)/.installed
+	RESNETS_CORE_PYTHON=$(CORE)/bin/python $(BIN)/python -m pytest -q tests/test_optional_deps.py
+
 lint: $(STAMP)
 	$(BIN)/ruff check src tests benchmarks scripts
 	$(BIN)/ruff format --check src tests benchmarks scripts
@@ -29,4 +39,4 @@ bench: $(STAMP)
 	$(BIN)/python benchmarks/throughput.py
 
 clean:
-	rm -rf $(VENV) build src/*.egg-info .pytest_cache .ruff_cache
+	rm -rf $(VENV) $(CORE) build src/*.egg-info .pytest_cache .ruff_cache
