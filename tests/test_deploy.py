@@ -1,4 +1,4 @@
-"""Export (ONNX, TorchScript) with BN folded, and predict on odd images."""
+"""Export (ONNX, pt2, TorchScript) with BN folded, and predict on odd images."""
 
 from __future__ import annotations
 
@@ -13,9 +13,9 @@ from conftest import assert_clean_error, run_cli
 from PIL import Image
 
 from resnets import create_model
+from resnets.data import TensorLoader, load_dataset
 from resnets.deploy import fold_batchnorm
 from resnets.deploy.export import count_batchnorms
-from resnets.data import TensorLoader, load_dataset
 from resnets.training import TrainConfig, train
 from resnets.training.runs import load_run
 
