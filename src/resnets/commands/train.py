@@ -80,8 +80,17 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--quiet", action="store_true", help="no progress output")
     p.set_defaults(func=run_train)
 
-    e = sub.add_parser("eval", help="evaluate a run's model: loss and error")
-    e.add_argument("--run", required=True, help="run directory written by `resnets train`")
+    e = sub.add_parser("eval", help="evaluate a run's model, or published weights: loss and error")
+    source = e.add_mutually_exclusive_group(required=True)
+    source.add_argument("--run", help="run directory written by `resnets train`")
+    source.add_argument(
+        "--weights",
+        help="a weights file with no run (torchvision, akamaster, chenyaofo layout); needs --model",
+    )
+    e.add_argument("--model", help="with --weights: the model to load them into")
+    e.add_argument("--shortcut", choices=["A", "B", "C"], help="with --weights: default, the file's own")
+    e.add_argument("--mean", type=float, nargs="+", help="with --weights: input mean (default: publisher's)")
+    e.add_argument("--std", type=float, nargs="+", help="with --weights: input std (default: publisher's)")
     e.add_argument("--dataset", help="another dataset with the same classes (default: the run's)")
     e.add_argument("--data-dir", help="folder holding that dataset's files")
     e.add_argument("--split", choices=["test", "train"], default="test")
@@ -186,6 +195,11 @@ def run_eval(args: argparse.Namespace) -> int:
     if args.batch_size < 1:
         raise ResnetsError(f"batch-size must be a positive integer, got {args.batch_size}")
     device = resolve_device(args.device)
+    if args.weights:
+        return _eval_weights(args, device)
+    for flag in ("model", "shortcut", "mean", "std"):
+        if getattr(args, flag) is not None:
+            raise ResnetsError(f"--{flag} goes with --weights; a run has its own")
     run = load_run(args.run, device)
     name = args.dataset or run.config.dataset
     data_dir = args.data_dir if args.dataset else (args.data_dir or run.config.data_dir)
@@ -216,5 +230,53 @@ def run_eval(args: argparse.Namespace) -> int:
         print(
             f"{run.config.model} on {name} {args.split}: error {error:.2%} "
             f"(accuracy {1 - error:.2%}), loss {loss:.4f} over {len(split)} images"
+        )
+    return 0
+
+
+def _eval_weights(args: argparse.Namespace, device: Any) -> int:
+    """Evaluate a published weights file with no run directory: layout detected from its keys."""
+    from ..data import TensorLoader, load_dataset
+    from ..deploy.inference import prepare_inference
+    from ..models import create_model, get_spec
+    from ..models.interop import load_pretrained, read_state_dict
+    from ..models.published import detect_layout
+    from ..training import evaluate
+
+    if not args.model or not args.dataset:
+        raise ResnetsError("--weights needs --model and --dataset (e.g. --model resnet56 --dataset cifar10)")
+    spec = get_spec(args.model)
+    layout = detect_layout(read_state_dict(args.weights))
+    data = load_dataset(args.dataset, args.data_dir)
+    channels = data.image_shape[0]
+    options: dict[str, Any] = {"in_channels": channels}
+    shortcut = args.shortcut or layout.shortcut
+    if spec.residual and shortcut:
+        options["shortcut"] = shortcut
+    model = create_model(args.model, num_classes=data.num_classes, **options)
+    load_pretrained(model, args.weights, fine_tune=False)
+    publisher = layout.mean is not None and len(layout.mean) == channels
+    mean = args.mean or (layout.mean if publisher else data.mean)
+    std = args.std or (layout.std if publisher else data.std)
+    for name, values in (("mean", mean), ("std", std)):
+        if len(values) != channels or (name == "std" and min(values) <= 0):
+            raise ResnetsError(f"--{name} needs {channels} value(s){' > 0' if name == 'std' else ''}")
+    norm = "given" if args.mean or args.std else "the publisher's" if publisher else f"{args.dataset}'s own"
+    split = data.test if args.split == "test" else data.train
+    loader = TensorLoader(split, args.batch_size, mean, std, device)
+    fast = prepare_inference(model.to(device).eval(), device, args.precision)
+    loss, error = evaluate(fast, loader, "fp32", flip_tta=args.tta)
+    result = {
+        "weights": str(args.weights), "model": args.model, "layout": layout.name,
+        "shortcut": shortcut, "dataset": args.dataset, "split": args.split, "images": len(split),
+        "mean": list(mean), "std": list(std), "loss": loss, "error": error, "accuracy": 1 - error,
+        "precision": fast.precision,
+    }  # fmt: skip
+    if args.json:
+        print(json.dumps(result, indent=1))
+    else:
+        print(
+            f"{args.model} ({layout.describe()}) on {args.dataset} {args.split}: error {error:.2%} "
+            f"(accuracy {1 - error:.2%}), loss {loss:.4f} over {len(split)} images; {norm} normalisation"
         )
     return 0

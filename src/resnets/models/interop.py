@@ -1,4 +1,4 @@
-"""Weights from torchvision and timm ResNet checkpoints, read without running code."""
+"""Weights from torchvision, timm and published CIFAR checkpoints, read without running code."""
 
 from __future__ import annotations
 
@@ -9,6 +9,7 @@ import torch
 from torch import nn
 
 from ..errors import ResnetsError
+from .published import to_our_layout
 
 # Containers that training scripts commonly wrap a state_dict in.
 _WRAPPERS = ("state_dict", "model", "model_state_dict", "module", "state_dict_ema")
@@ -47,20 +48,28 @@ def read_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
     return state
 
 
-def load_pretrained(model: nn.Module, path: str | Path, head: str = "fc") -> list[str]:
-    """Load a torchvision/timm-layout checkpoint into ``model``; returns the keys re-initialised.
+def load_pretrained(
+    model: nn.Module, path: str | Path, head: str = "fc", fine_tune: bool = True
+) -> list[str]:
+    """Load a checkpoint into ``model``; returns the keys re-initialised.
 
-    A classifier of another size (fine-tuning on new classes) is kept as initialised, with a
-    message; any other difference is an error that lists the first differing keys and shapes.
+    torchvision/timm key names load as they are; the akamaster and chenyaofo CIFAR layouts are
+    recognised from their keys and converted exactly (``models.published``). With ``fine_tune``,
+    a classifier of another size is kept as initialised, with a message; any other difference
+    is an error that lists the first differing keys and shapes.
     """
-    theirs = read_state_dict(path)
     ours = model.state_dict()
+    theirs = to_our_layout(read_state_dict(path), model, str(path))
+    for key, value in ours.items():  # checkpoints older than torch 0.4.1 have no BN step counters
+        stem = key.removesuffix("num_batches_tracked")
+        if stem != key and key not in theirs and stem + "running_mean" in theirs:
+            theirs[key] = value.clone()
     missing = [k for k in ours if k not in theirs]
     unexpected = [k for k in theirs if k not in ours]
     reshaped = [k for k in ours if k in theirs and theirs[k].shape != ours[k].shape]
     differing = set(missing) | set(unexpected) | set(reshaped)
     head_keys = {k for k in ours if k.startswith(head + ".")}
-    if differing - head_keys:
+    if differing - (head_keys if fine_tune else set()):
         details = [f"missing {k} {tuple(ours[k].shape)}" for k in missing]
         details += [f"unexpected {k} {tuple(theirs[k].shape)}" for k in unexpected]
         details += [f"{k}: file {tuple(theirs[k].shape)} vs model {tuple(ours[k].shape)}" for k in reshaped]
