@@ -14,6 +14,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 from conftest import assert_clean_error, run_cli
+from safetensors.torch import load_file
 from torch import nn
 
 from resnets import create_model
@@ -186,5 +187,10 @@ def test_eval_and_init_from_take_a_published_file(tmp_path: Path) -> None:
 
     run = tmp_path / "run"
     proc = run_cli("train", "--model", "resnet20", "--dataset", "digits", "--init-from", str(path),
-                   "--iterations", "1", "--lr", "1e-9", "--precision", "fp32", "--quiet", "--out", str(run))  # fmt: skip
+                   "--iterations", "1", "--lr", "1e-9", "--quiet", "--out", str(run))  # fmt: skip
     assert proc.returncode == 0, proc.stderr
+    loaded = create_model("resnet20", num_classes=10, in_channels=1)
+    load_pretrained(loaded, path)
+    trained = load_file(run / "model.safetensors")
+    for key in ("fc.weight", "layer3.2.conv2.weight", "layer2.0.conv1.weight"):  # permuted on load
+        torch.testing.assert_close(trained[key], loaded.state_dict()[key], atol=1e-6, rtol=0)
