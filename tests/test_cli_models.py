@@ -9,12 +9,25 @@ from conftest import assert_clean_error, run_cli
 from resnets.models import list_models
 
 
+def _table(stdout: str) -> dict[str, list[str]]:
+    """The rows of the rich table, by model name (first cell)."""
+    rows = {}
+    for line in stdout.splitlines():
+        cells = [c.strip() for c in line.strip().strip("│").split("│")]
+        if line.lstrip().startswith("│") and len(cells) == 7:
+            rows[cells[0]] = cells[1:]
+    return rows
+
+
 def test_models_table_lists_every_model() -> None:
     proc = run_cli("models")
     assert proc.returncode == 0, proc.stderr
-    for name in list_models():
-        assert name in proc.stdout
-    assert "19.42M" in proc.stdout  # resnet1202's parameters
+    rows = _table(proc.stdout)
+    assert sorted(rows) == sorted(list_models())  # each name a row of its own, none twice
+    assert rows["resnet1202"][:4] == ["cifar", "1202", "A", "19.42M"]
+    assert rows["resnet50"][1:4] == ["50", "B", "25.56M"]  # not wide_resnet50_2's row
+    assert rows["wide_resnet50_2"][3] == "68.88M"
+    assert rows["plain56"][:4] == ["cifar", "56", "none", "853.02K"]  # the twin: same params, no shortcuts
 
 
 def test_models_json_is_machine_readable() -> None:

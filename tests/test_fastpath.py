@@ -19,7 +19,7 @@ from resnets.training import TrainConfig, train
 from resnets.training import precision as precision_mod
 from resnets.training import step as step_mod
 from resnets.training.checkpoint import list_checkpoints, load_checkpoint
-from resnets.training.ema import warmed_up_decay
+from resnets.training.ema import make_ema
 from resnets.training.precision import resolve_precision
 from resnets.training.step import resolve_fast_path
 
@@ -71,10 +71,25 @@ def test_prepared_inference_matches_the_model_and_leaves_it_untouched(name: str)
     assert count_batchnorms(model) > 0 and model.training is False  # the original is unchanged
 
 
-def test_ema_warms_up_then_holds_its_decay() -> None:
-    assert warmed_up_decay(0.999, 0) == pytest.approx(0.1)
-    assert warmed_up_decay(0.999, 90) == pytest.approx(0.91)
-    assert warmed_up_decay(0.999, 100_000) == 0.999
+def test_ema_follows_early_weights_then_holds_its_decay() -> None:
+    layer = torch.nn.Linear(1, 1, bias=False)
+    ema = make_ema(layer, 0.999)
+
+    def step(value: float) -> float:
+        with torch.no_grad():
+            layer.weight.fill_(value)
+        ema.update_parameters(layer)
+        return ema.module.weight.item()
+
+    assert step(0.0) == 0.0  # the first update copies the weights
+    for _ in range(10):
+        early = step(1.0)
+    # Warmed up, the average has nearly caught up after 10 steps (a plain 0.999 average: 0.01).
+    assert 0.9 < early < 1.0
+    ema.n_averaged.fill_(100_000)
+    late = step(2.0)
+    assert late - early == pytest.approx((2.0 - early) * 0.001, rel=1e-4)  # the full decay, 0.999
+    assert abs(late - 1.0) < 0.1
 
 
 def test_ema_run_saves_the_average_not_the_last_weights(tmp_path: Path) -> None:

@@ -23,6 +23,7 @@ from PIL import Image
 from resnets.cli import main
 from resnets.data import load_dataset
 from resnets.data.cifar import CIFAR10, read_batch
+from resnets.data.imagefolder import load_image
 from resnets.errors import ResnetsError
 from resnets.training import TrainConfig
 
@@ -333,6 +334,31 @@ def test_image_folder_reads_every_kind_of_image(name: str, tmp_path: Path) -> No
     ds = load_dataset("imagefolder", _folder(tmp_path, {name: GOOD[name]()}), image_size=8)
     images = np.concatenate([ds.train.images.numpy(), ds.test.images.numpy()])
     assert images.shape[1:] == (3, 8, 8) and len(images) == 5
+
+
+def test_sixteen_bit_and_transparent_pixels_get_their_values(tmp_path: Path) -> None:
+    half = np.zeros((8, 8), dtype=np.uint16)
+    half[:, 4:] = 65535  # black | white at 16 bits
+    half[0, 0] = 32896  # mid-grey: 32896 / 65535 * 255 = 128.0
+    Image.fromarray(half).save(tmp_path / "deep.png")
+    deep = load_image(tmp_path / "deep.png", 8)
+    assert deep.shape == (3, 8, 8) and (deep[:, :, 4:] == 255).all() and (deep[:, 1:, :4] == 0).all()
+    assert (deep[:, 0, 0] == 128).all()  # scaled, not clipped to 255 or cut to the low byte
+
+    rgba = np.zeros((8, 8, 4), dtype=np.uint8)
+    rgba[..., :3] = (200, 100, 50)
+    rgba[:, :4, 3] = 255  # left opaque, right half-transparent (alpha 51 = 0.2)
+    rgba[:, 4:, 3] = 51
+    Image.fromarray(rgba, "RGBA").save(tmp_path / "alpha.png")
+    alpha = load_image(tmp_path / "alpha.png", 8)
+    assert (alpha[:, :, :4] == np.array([200, 100, 50])[:, None, None]).all()
+    # Composited on black: 0.2 of each colour, not the colour at full strength.
+    assert np.abs(alpha[:, :, 4:].astype(int) - np.array([40, 20, 10])[:, None, None]).max() <= 1
+
+    la = np.zeros((8, 8, 2), dtype=np.uint8)
+    la[..., 0], la[..., 1] = 250, 0  # a fully transparent bright pixel is black
+    Image.fromarray(la, "LA").save(tmp_path / "la.png")
+    assert (load_image(tmp_path / "la.png", 8) == 0).all()
 
 
 @pytest.mark.parametrize("name", sorted(BAD))

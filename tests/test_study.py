@@ -110,6 +110,21 @@ def test_verdict_reports_degradation_only_when_measured() -> None:
     assert "No degradation seen" in none
 
 
+def test_verdict_names_vanishing_and_exploding_gradients_from_the_convs() -> None:
+    def plain(grads: list[float]) -> ModelResult:
+        r = _result("plain56", 56, False, 0.5)
+        r.grad_init = grads
+        return r
+
+    # The last entry is the classifier's, left out of the first-conv/last-conv comparison.
+    explode = " ".join(verdict([plain([1000.0, 10.0, 2.0, 77.0]), _result("resnet56", 56, True, 0.01)]))
+    assert "grow toward the input (1e+03 at the first conv, 2 at the last)" in explode
+    assert "explode backwards" in explode and "500x spread" in explode
+    vanish = " ".join(verdict([plain([0.001, 0.1, 2.0, 77.0]), _result("resnet56", 56, True, 0.01)]))
+    assert "shrink toward the input (0.001 at the first conv, 2 at the last)" in vanish
+    assert "they vanish" in vanish and "77000x spread" in vanish
+
+
 def test_degradation_cli_rejects_bad_depths(tmp_path: Path) -> None:
     assert_clean_error(
         run_cli("degradation", "--depths", "21", "--out", str(tmp_path)), "unknown model 'resnet21'"
