@@ -34,6 +34,18 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--out", default="runs/degradation", help="study folder (default runs/degradation)")
     p.set_defaults(func=run_degradation)
 
+    le = sub.add_parser("lesion", help="delete blocks of trained nets one at a time: test error")
+    le.add_argument("--run", required=True, action="append", dest="runs",
+                    help="run directory (repeat: a residual net and its plain twin)")  # fmt: skip
+    le.add_argument("--out", help="folder for lesion.json and lesion.png (default RUN/lesion)")
+    le.add_argument("--draws", type=int, default=5, help="random block sets per k (default 5)")
+    le.add_argument("--max-k", type=int, help="delete up to this many random blocks (default all)")
+    le.add_argument("--precision", default="auto", help="auto (bf16 if native, else fp32), fp32, bf16")
+    le.add_argument("--device", default="auto")
+    le.add_argument("--seed", type=int, default=0)
+    le.add_argument("--json", action="store_true", help="print the results as JSON")
+    le.set_defaults(func=run_lesion)
+
     d = sub.add_parser("diagnose", help="gradient flow and layer responses of a model and its twin")
     d.add_argument("--model", required=True, help="a residual or plain model; its twin is added")
     d.add_argument("--steps", type=int, default=100, help="training steps between the two measurements")
@@ -82,8 +94,59 @@ def run_degradation(args: argparse.Namespace) -> int:
 
     cfg = _study_config(args, depths=args.depths, family=args.family, out=args.out, epochs=args.epochs)
     results = run_study(cfg, progress=not args.quiet)
+    lesions = _deepest_lesions(cfg, results)
     command = "resnets " + shlex.join(args.argv)
-    _print_results(results, write_report(results, cfg, command))
+    _print_results(results, write_report(results, cfg, command, lesions))
+    return 0
+
+
+def _deepest_lesions(cfg, results: list) -> list:
+    """The lesion study of the deepest plain net and residual net of a study (cached)."""
+    from pathlib import Path
+
+    from ..experiments.lesion import study_lesions
+    from ..training.precision import resolve_precision
+    from ..training.trainer import resolve_device
+
+    pair = [max((r for r in results if r.residual == res), key=lambda r: r.depth, default=None)
+            for res in (False, True)]  # fmt: skip
+    runs = [Path(cfg.out) / r.model for r in pair if r is not None]
+    if not runs:
+        return []
+    print(f"lesion study of {', '.join(p.name for p in runs)}: deleting blocks one at a time", flush=True)
+    device = resolve_device(cfg.device)
+    precision = resolve_precision(cfg.precision, device)
+    return study_lesions(Path(cfg.out), runs, device=device, precision=precision, draws=3, max_k=10)
+
+
+def run_lesion(args: argparse.Namespace) -> int:
+    """Delete each block of each run in turn (and k random ones); print, save and plot."""
+    import json
+    from pathlib import Path
+
+    from ..experiments.lesion import LESION_FILE, lesion_run, lesion_verdict
+    from ..io import atomic_write_text
+    from ..report.figures import lesion_figure
+    from ..training.precision import resolve_precision
+    from ..training.trainer import resolve_device
+
+    if args.draws < 1 or (args.max_k is not None and args.max_k < 1):
+        raise ResnetsError("--draws and --max-k must be positive integers")
+    device = resolve_device(args.device)
+    precision = resolve_precision(args.precision, device)
+    results = [lesion_run(r, device, precision, args.draws, args.max_k, args.seed) for r in args.runs]
+    out = Path(args.out) if args.out else Path(args.runs[0]) / "lesion"
+    atomic_write_text(out / LESION_FILE, json.dumps([r.to_dict() for r in results], indent=1) + "\n")
+    figure = lesion_figure(results, out / "lesion.png")
+    if args.json:
+        print(json.dumps([r.to_dict() for r in results], indent=1))
+        return 0
+    for line in lesion_verdict(results):
+        print("• " + line.replace("**", ""))
+    for r in results:
+        cells = " ".join("  -  " if e is None else f"{100 * e:5.1f}" for e in r.single)
+        print(f"{r.model}: test error (%) with block 1..{len(r.single)} deleted: {cells}")
+    print(f"saved {out / LESION_FILE} and {figure}")
     return 0
 
 

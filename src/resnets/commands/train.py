@@ -76,6 +76,13 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--shortcut", choices=["A", "B", "C"], help="shortcut option (residual nets)")
     p.add_argument("--zero-init-residual", action="store_true", help="zero each block's last BN gamma")
     p.add_argument("--width", type=float, help="width multiplier")
+    p.add_argument(
+        "--drop-path", type=float, help="stochastic depth: drop probability of the last block (paper: 0.5)"
+    )
+    p.add_argument(
+        "--checkpoint-activations", nargs="?", const="auto", metavar="SEGMENTS",
+        help="recompute activations in the backward pass, in SEGMENTS runs of blocks (default sqrt(blocks))",
+    )  # fmt: skip
     p.add_argument("--image-size", type=int, help="resize imagefolder images to this square size")
     p.add_argument("--quiet", action="store_true", help="no progress output")
     p.set_defaults(func=run_train)
@@ -112,7 +119,18 @@ def config_from_args(args: argparse.Namespace) -> tuple[Any, bool, bool]:
     for key in ("func", "command", "argv"):
         given.pop(key, None)
     resume, quiet = given.pop("resume", False), given.pop("quiet", False)
-    model_options = {k: given.pop(k) for k in ("shortcut", "zero_init_residual", "width") if k in given}
+    if given.get("checkpoint_activations", "auto") != "auto":
+        try:
+            given["checkpoint_activations"] = int(given["checkpoint_activations"])
+        except ValueError:
+            raise ResnetsError(
+                f"--checkpoint-activations takes a number of segments, "
+                f"got {given['checkpoint_activations']!r}"
+            ) from None
+    if "checkpoint_activations" in given:
+        given["checkpoint_segments"] = given.pop("checkpoint_activations")
+    names = ("shortcut", "zero_init_residual", "width", "drop_path", "checkpoint_segments")
+    model_options = {k: given.pop(k) for k in names if k in given}
     dataset_options = {k: given.pop(k) for k in ("image_size",) if k in given}
     if model_options:
         given["model_options"] = model_options

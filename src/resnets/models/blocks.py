@@ -91,13 +91,22 @@ class BasicBlock(nn.Module):
         self.conv2 = conv3x3(planes, planes)
         self.bn2 = nn.BatchNorm2d(planes)
         self.downsample = make_shortcut(shortcut, in_planes, planes, stride) if residual else None
+        self.drop_path: nn.Module = nn.Identity()  # stochastic depth, set by the network
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         out = self.relu(self.bn1(self.conv1(x)))
         out = self.bn2(self.conv2(out))
         if self.residual:
-            out = out + (x if self.downsample is None else self.downsample(x))
+            out = self.drop_path(out) + self.shortcut(x)
         return self.relu(out)
+
+    def shortcut(self, x: torch.Tensor) -> torch.Tensor:
+        """The shortcut path alone: the identity, or the projection/padding where shapes change."""
+        return x if self.downsample is None else self.downsample(x)
+
+    def lesioned(self, x: torch.Tensor) -> torch.Tensor:
+        """The block's output with its residual branch deleted (Veit et al. 2016)."""
+        return self.relu(self.shortcut(x)) if self.residual else _pass_through(self, x)
 
     def zero_init_last(self) -> None:
         """Start the residual branch at zero so the block begins as the identity."""
@@ -132,14 +141,23 @@ class Bottleneck(nn.Module):
         self.bn3 = nn.BatchNorm2d(out_planes)
         self.relu = nn.ReLU(inplace=True)
         self.downsample = make_shortcut(shortcut, in_planes, out_planes, stride) if residual else None
+        self.drop_path: nn.Module = nn.Identity()
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         out = self.relu(self.bn1(self.conv1(x)))
         out = self.relu(self.bn2(self.conv2(out)))
         out = self.bn3(self.conv3(out))
         if self.residual:
-            out = out + (x if self.downsample is None else self.downsample(x))
+            out = self.drop_path(out) + self.shortcut(x)
         return self.relu(out)
+
+    def shortcut(self, x: torch.Tensor) -> torch.Tensor:
+        """The shortcut path alone."""
+        return x if self.downsample is None else self.downsample(x)
+
+    def lesioned(self, x: torch.Tensor) -> torch.Tensor:
+        """The block's output with its residual branch deleted."""
+        return self.relu(self.shortcut(x)) if self.residual else _pass_through(self, x)
 
     def zero_init_last(self) -> None:
         """Start the residual branch at zero so the block begins as the identity."""
@@ -168,13 +186,20 @@ class PreActBasicBlock(nn.Module):
         self.relu = nn.ReLU(inplace=True)
         # As in the authors' code, a projection shortcut has no BN of its own.
         self.downsample = make_shortcut(shortcut, in_planes, planes, stride, norm=False) if residual else None
+        self.drop_path: nn.Module = nn.Identity()
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         out = self.relu(self.bn1(x))
         identity = _preact_shortcut(self.downsample, x, out)
         out = self.conv1(out)
         out = self.conv2(self.relu(self.bn2(out)))
-        return out + identity if self.residual else out
+        return self.drop_path(out) + identity if self.residual else out
+
+    def lesioned(self, x: torch.Tensor) -> torch.Tensor:
+        """The unit's output with its residual branch deleted: the shortcut alone."""
+        if not self.residual:
+            return _pass_through(self, x)
+        return _preact_shortcut(self.downsample, x, self.relu(self.bn1(x)))
 
     def zero_init_last(self) -> None:
         """Zero the branch's last conv (there is no BN after it) so the unit starts as identity."""
@@ -211,6 +236,7 @@ class PreActBottleneck(nn.Module):
         self.downsample = (
             make_shortcut(shortcut, in_planes, out_planes, stride, norm=False) if residual else None
         )
+        self.drop_path: nn.Module = nn.Identity()
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         out = self.relu(self.bn1(x))
@@ -218,11 +244,39 @@ class PreActBottleneck(nn.Module):
         out = self.conv1(out)
         out = self.conv2(self.relu(self.bn2(out)))
         out = self.conv3(self.relu(self.bn3(out)))
-        return out + identity if self.residual else out
+        return self.drop_path(out) + identity if self.residual else out
+
+    def lesioned(self, x: torch.Tensor) -> torch.Tensor:
+        """The unit's output with its residual branch deleted: the shortcut alone."""
+        if not self.residual:
+            return _pass_through(self, x)
+        return _preact_shortcut(self.downsample, x, self.relu(self.bn1(x)))
 
     def zero_init_last(self) -> None:
         """Zero the branch's last conv so the unit starts as the identity."""
         nn.init.zeros_(self.conv3.weight)
+
+
+class ShapeChange(ValueError):
+    """A plain block that changes the shape cannot be deleted: nothing would carry its input on."""
+
+
+def keeps_shape(block: nn.Module) -> bool:
+    """True when the block's output has its input's shape (no stride, as many channels out as in)."""
+    convs = [m for m in block.modules() if isinstance(m, nn.Conv2d)]
+    return all(c.stride == (1, 1) for c in convs) and convs[0].in_channels == convs[-1].out_channels
+
+
+def deletable(block: nn.Module) -> bool:
+    """Whether the lesion study can delete the block: always with a shortcut, else if it keeps shape."""
+    return bool(getattr(block, "residual", False)) or keeps_shape(block)
+
+
+def _pass_through(block: nn.Module, x: torch.Tensor) -> torch.Tensor:
+    """A deleted plain block: its output is its input, where the shapes allow."""
+    if not keeps_shape(block):
+        raise ShapeChange("this plain block changes the shape; it cannot be deleted")
+    return x
 
 
 def _preact_shortcut(downsample: nn.Module | None, x: torch.Tensor, activated: torch.Tensor) -> torch.Tensor:

@@ -20,6 +20,7 @@ from .blocks import (
     PreActBottleneck,
     Shortcut,
 )
+from .depth import StochasticDepth, default_segments, drop_probabilities, run_checkpointed
 
 Stem = Literal["cifar", "imagenet"]
 BlockType = type[BasicBlock] | type[Bottleneck] | type[PreActBasicBlock] | type[PreActBottleneck]
@@ -42,6 +43,8 @@ class ResNet(nn.Module):
         width: float = 1.0,
         groups: int = 1,
         width_per_group: int = 64,
+        drop_path: float = 0.0,
+        checkpoint_segments: int | str = 0,
     ) -> None:
         super().__init__()
         if len(layers) != len(stage_planes):
@@ -66,6 +69,19 @@ class ResNet(nn.Module):
         self.fc = nn.Linear(self.num_features, num_classes)
         self.num_stages = len(layers)
         self._init_weights(zero_init_residual)
+        self.drop_path = drop_path
+        if drop_path:  # stochastic depth: deeper branches dropped more often
+            blocks = self.blocks()
+            for block, p in zip(blocks, drop_probabilities(len(blocks), drop_path), strict=True):
+                block.drop_path = StochasticDepth(p)
+        self.set_checkpointing(None if checkpoint_segments == "auto" else int(checkpoint_segments))
+
+    def set_checkpointing(self, segments: int | None) -> None:
+        """Recompute activations in the backward pass in ``segments`` runs of blocks (0: off).
+
+        None picks sqrt(number of blocks). Results are unchanged; memory falls, time rises.
+        """
+        self.checkpoint_segments = default_segments(len(self.blocks())) if segments is None else segments
 
     def _make_stem(self, stem: Stem, in_channels: int, planes: int) -> None:
         if stem == "cifar":
@@ -112,6 +128,8 @@ class ResNet(nn.Module):
     def forward_features(self, x: torch.Tensor) -> torch.Tensor:
         """The feature map before global pooling."""
         x = self.stem(x)
+        if self.checkpoint_segments and self.training and torch.is_grad_enabled():
+            return run_checkpointed(self.blocks(), x, self.checkpoint_segments)
         for i in range(self.num_stages):
             x = getattr(self, f"layer{i + 1}")(x)
         return x

@@ -42,6 +42,8 @@ _OPTIONS = {
     "width": ("cifar", "imagenet", "preact"),
     "groups": ("imagenet", "preact"),
     "width_per_group": ("imagenet", "preact"),
+    "drop_path": ("cifar", "imagenet", "preact"),
+    "checkpoint_segments": ("cifar", "imagenet", "preact"),
 }
 
 
@@ -180,6 +182,18 @@ def _check_options(spec: ModelSpec, given: dict[str, Any], opts: dict[str, Any])
     if not spec.residual and opts.get("zero_init_residual"):
         raise ResnetsError(
             f"zero_init_residual would zero every block of plain net {spec.name}; it needs shortcuts"
+        )
+    drop = opts.get("drop_path", 0.0)
+    if not isinstance(drop, int | float) or isinstance(drop, bool) or not 0 <= drop < 1:
+        raise ResnetsError(f"drop_path must be a probability in [0, 1), got {drop!r}")
+    if drop and not spec.residual:
+        raise ResnetsError(
+            f"drop_path needs shortcuts: a dropped block of plain net {spec.name} would cut the signal"
+        )
+    segments = opts.get("checkpoint_segments", 0)
+    if segments != "auto" and (not isinstance(segments, int) or isinstance(segments, bool) or segments < 0):
+        raise ResnetsError(
+            f"checkpoint_segments must be 'auto' or an integer >= 0 (0: off), not {segments!r}"
         )
     for key in ("in_channels", "groups", "width_per_group"):
         value = opts.get(key, 1)

@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Any
 
 from ..experiments.degradation import ModelResult, StudyConfig
+from ..experiments.lesion import LesionResult, lesion_verdict
 from ..io import atomic_write_text
 from .figures import all_figures
 from .verdict import verdict
@@ -22,9 +23,11 @@ CAPTIONS = {
     "gradients": "Norm of the loss gradient of every conv/fc weight, input to output, on one fixed batch.",
     "responses": "Std of each 3×3 layer's response on a test batch, after BN and before ReLU/addition.",
     "signal": "Average channel variance of each block's output (and of the residual branch) at initialisation.",
+    "lesion": "Test error of the deepest nets with one block deleted (the residual net keeps the block's shortcut; "
+    "a plain block passes its input on, where the shape allows), and with k random blocks deleted.",
 }
 TITLES = {"errors": "Error curves", "gradients": "Gradient flow", "responses": "Layer responses",
-          "signal": "Signal propagation"}  # fmt: skip
+          "signal": "Signal propagation", "lesion": "Lesion study (Veit et al. 2016)"}  # fmt: skip
 
 
 def table_rows(results: list[ModelResult], dataset: str) -> tuple[list[str], list[list[str]]]:
@@ -58,12 +61,14 @@ def _md_inline(text: str) -> str:
     return re.sub(r"\*\*(.+?)\*\*", r"<strong>\1</strong>", html.escape(text))
 
 
-def write_report(results: list[ModelResult], cfg: StudyConfig, command: str = "") -> dict[str, Path]:
+def write_report(
+    results: list[ModelResult], cfg: StudyConfig, command: str = "", lesions: list[LesionResult] | None = None
+) -> dict[str, Path]:
     """Write figures/, report.md, report.html and summary.json into the study folder."""
     out = Path(cfg.out)
-    figures = all_figures(results, out / "figures")
+    figures = all_figures(results, out / "figures", lesions)
     header, rows = table_rows(results, cfg.dataset)
-    findings = verdict(results)
+    findings = verdict(results) + lesion_verdict(lesions or [])
     summary: list[dict[str, Any]] = [r.summary() for r in results]
     atomic_write_text(out / "summary.json", json.dumps(summary, indent=2) + "\n")
 

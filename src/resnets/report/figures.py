@@ -13,6 +13,7 @@ import matplotlib.pyplot as plt
 from matplotlib.figure import Figure
 
 from ..experiments.degradation import ModelResult
+from ..experiments.lesion import LesionResult
 from ..io import atomic_write
 
 PLAIN_STYLE = {"linestyle": "--"}
@@ -126,11 +127,38 @@ def signal_propagation(results: list[ModelResult], path: Path) -> Path:
     return _save(fig, path)
 
 
-def all_figures(results: list[ModelResult], folder: Path) -> dict[str, Path]:
+def lesion_figure(lesions: list[LesionResult], path: Path) -> Path:
+    """Test error with one block deleted (left) and with k random blocks deleted (right)."""
+    fig, (one, many) = plt.subplots(1, 2, figsize=(11, 4.2), sharey=True)
+    for r in lesions:
+        style = RESIDUAL_STYLE if r.residual else PLAIN_STYLE
+        color = "#0b5394" if r.residual else "#b45f06"
+        xs = [i + 1 for i in r.deletable()]
+        one.plot(xs, [100 * r.single[i - 1] for i in xs], marker=".", color=color, label=r.model, **style)
+        one.axhline(100 * r.baseline_error, color=color, lw=0.8, alpha=0.6)
+        ks = [d["k"] for d in r.random_k]
+        many.plot(ks, [100 * d["mean"] for d in r.random_k], marker=".", color=color, label=r.model, **style)
+    one.set_xlabel("deleted block (input → output)")
+    one.set_ylabel("test error (%)")
+    one.set_title("One block deleted (thin lines: nothing deleted)")
+    many.set_xlabel("number of random blocks deleted")
+    many.set_title("k random blocks deleted (mean of draws)")
+    for ax in (one, many):
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=8)
+    return _save(fig, path)
+
+
+def all_figures(
+    results: list[ModelResult], folder: Path, lesions: list[LesionResult] | None = None
+) -> dict[str, Path]:
     """Every figure of the report, by key."""
-    return {
+    figures = {
         "errors": error_curves(results, folder / "errors.png"),
         "gradients": gradient_flow(results, folder / "gradients.png"),
         "responses": layer_responses(results, folder / "responses.png"),
         "signal": signal_propagation(results, folder / "signal.png"),
     }
+    if lesions:
+        figures["lesion"] = lesion_figure(lesions, folder / "lesion.png")
+    return figures

@@ -1,0 +1,108 @@
+"""Very deep nets: checkpointing changes nothing but memory; stochastic depth as the paper has it."""
+
+from __future__ import annotations
+
+import copy
+import math
+
+import pytest
+import torch
+import torch.nn.functional as F
+from conftest import assert_clean_error, run_cli
+
+from resnets import create_model
+from resnets.errors import ResnetsError
+from resnets.models.depth import StochasticDepth, default_segments, expected_depth, split
+from resnets.training import TrainConfig, train
+
+
+def _step(model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor, seed: int) -> dict[str, torch.Tensor]:
+    torch.manual_seed(seed)  # the same drop masks for both models
+    model.train()
+    F.cross_entropy(model(x), y).backward()
+    return {k: p.grad for k, p in model.named_parameters()}
+
+
+@pytest.mark.parametrize(("name", "options"), [
+    ("resnet56", {}), ("resnet56", {"drop_path": 0.5}), ("preact_resnet164", {}),
+])  # fmt: skip
+def test_checkpointing_gives_the_same_gradients_and_bn_statistics(name: str, options: dict) -> None:
+    torch.manual_seed(0)
+    plain = create_model(name, num_classes=10, **options)
+    checked = copy.deepcopy(plain)
+    checked.set_checkpointing(3)
+    x, y = torch.randn(8, 3, 32, 32), torch.randint(0, 10, (8,))
+    g1, g2 = _step(plain, x, y, 1), _step(checked, x, y, 1)
+    for k in g1:
+        torch.testing.assert_close(g2[k], g1[k], atol=1e-6, rtol=0, msg=k)
+    s1, s2 = plain.state_dict(), checked.state_dict()
+    for k in s1:  # running mean/var and the step counter: updated once, not again when recomputed
+        assert torch.equal(s1[k], s2[k]), k
+    assert int(s2["layer1.0.bn1.num_batches_tracked"]) == 1
+
+
+def test_segments_split_the_blocks_evenly() -> None:
+    blocks = [torch.nn.Identity() for _ in range(600)]  # resnet1202
+    assert default_segments(600) == 24
+    parts = split(blocks, 24)
+    assert [len(p) for p in parts] == [25] * 24 and [b for p in parts for b in p] == blocks
+    assert [len(p) for p in split(blocks[:10], 3)] == [3, 4, 3]
+    model = create_model("resnet110", checkpoint_segments="auto")
+    assert model.checkpoint_segments == 7  # sqrt(54 blocks)
+
+
+def test_expected_depth_in_training_is_the_papers() -> None:
+    # Huang et al. 2016: with the linear rule and p_L = 0.5, E[depth] = (3L - 1) / 4 blocks.
+    assert expected_depth(54, 0.5) == pytest.approx((3 * 54 - 1) / 4)
+    torch.manual_seed(0)
+    model = create_model("resnet56", num_classes=10, drop_path=0.5).train()
+    active: list[torch.Tensor] = []
+    for block in model.blocks():
+        block.drop_path.register_forward_hook(
+            lambda m, i, out: active.append((out.flatten(1).abs().sum(1) > 0).float())
+        )
+    kept = []
+    with torch.no_grad():
+        for _ in range(4):
+            active.clear()
+            model(torch.randn(128, 3, 32, 32))
+            kept.append(torch.stack(active).sum(0))  # branches kept, for each image
+    samples = 4 * 128
+    mean = float(torch.cat(kept).mean())
+    want = expected_depth(27, 0.5)  # 20 of 27 blocks
+    # Each block is a Bernoulli draw: the mean over 512 images has a std of about 0.1 blocks.
+    sd = math.sqrt(sum((i + 1) / 54 * (1 - (i + 1) / 54) for i in range(27)) / samples)
+    assert abs(mean - want) < 5 * sd, (mean, want)
+
+
+def test_inference_is_deterministic_and_scales_the_branch() -> None:
+    torch.manual_seed(0)
+    model = create_model("resnet20", num_classes=10, drop_path=0.5).eval()
+    x = torch.randn(4, 3, 32, 32)
+    with torch.no_grad():
+        assert torch.equal(model(x), model(x))
+    branch = torch.randn(4, 8, 2, 2)
+    assert torch.equal(StochasticDepth(0.25).eval()(branch), branch * 0.75)
+    assert [round(b.drop_path.p, 4) for b in model.blocks()][::4] == [0.0556, 0.2778, 0.5]
+
+
+def test_plain_twins_refuse_stochastic_depth() -> None:
+    with pytest.raises(ResnetsError, match="drop_path needs shortcuts"):
+        create_model("plain56", drop_path=0.5)
+    with pytest.raises(ResnetsError, match=r"drop_path must be a probability in \[0, 1\)"):
+        create_model("resnet56", drop_path=1.0)
+    assert_clean_error(
+        run_cli(
+            "train", "--model", "plain20", "--dataset", "digits", "--drop-path", "0.2", "--iterations", "1"
+        ),
+        "drop_path needs shortcuts",
+    )
+
+
+def test_digits_with_stochastic_depth_and_checkpointing_trains_like_without(tmp_path) -> None:
+    errors = {}
+    for label, options in (("plain", {}), ("sd", {"drop_path": 0.2, "checkpoint_segments": "auto"})):
+        cfg = TrainConfig(model="resnet20", dataset="digits", epochs=6, batch_size=64, schedule="onecycle",
+                          lr=0.1, model_options=options, out=str(tmp_path / label))  # fmt: skip
+        errors[label] = train(cfg, progress=False).metrics["test_error"]
+    assert errors["plain"] < 0.05 and errors["sd"] < 0.05, errors
