@@ -42,7 +42,8 @@ def child(model_name: str, segments: str, batch: int, steps: int, device: str) -
 
     dev = torch.device(device)
     torch.manual_seed(0)
-    model = create_model(model_name, num_classes=10, checkpoint_segments=segments if segments != "off" else 0)
+    setting = 0 if segments == "off" else segments if segments == "auto" else int(segments)
+    model = create_model(model_name, num_classes=10, checkpoint_segments=setting)
     model = model.to(dev).train()
     opt = torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9)
     x = torch.randn(batch, 3, 32, 32, device=dev)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import json
 import math
 
 import pytest
@@ -106,3 +107,19 @@ def test_digits_with_stochastic_depth_and_checkpointing_trains_like_without(tmp_
                           lr=0.1, model_options=options, out=str(tmp_path / label))  # fmt: skip
         errors[label] = train(cfg, progress=False).metrics["test_error"]
     assert errors["plain"] < 0.05 and errors["sd"] < 0.05, errors
+
+
+def test_checkpointing_turns_itself_on_where_activations_would_not_fit(tmp_path, monkeypatch) -> None:
+    from resnets.training import memory
+
+    base = {"model": "resnet20", "dataset": "digits", "iterations": 4, "batch_size": 32, "precision": "fp32"}
+    roomy = train(TrainConfig(**base, out=str(tmp_path / "roomy")), progress=False)
+    monkeypatch.setattr(memory, "free_bytes", lambda device: 2**20)  # 1 MiB free: nothing fits
+    tight = train(TrainConfig(**base, out=str(tmp_path / "tight")), progress=False)
+    resolved = json.loads((tmp_path / "tight" / "config.json").read_text())["resolved"]["checkpointing"]
+    assert resolved["auto"] is True and resolved["segments"] == 3  # sqrt(9 blocks)
+    assert resolved["activation_gib"] > 0
+    roomy_resolved = json.loads((tmp_path / "roomy" / "config.json").read_text())["resolved"]
+    assert roomy_resolved["checkpointing"]["auto"] is False
+    a, b = roomy.model.state_dict(), tight.model.state_dict()
+    assert all(torch.equal(a[k], b[k]) for k in a)  # the same training, in less memory

@@ -56,6 +56,27 @@ def _recipe(cfg: StudyConfig) -> str:
     )
 
 
+def _checkpointing_note(results: list[ModelResult], out: Path) -> str:
+    """Which models checkpointed their activations by themselves (too big for memory otherwise)."""
+    auto = []
+    for r in results:
+        try:
+            info = json.loads((out / r.model / "config.json").read_text())["resolved"].get(
+                "checkpointing", {}
+            )
+        except (OSError, ValueError, KeyError):
+            continue
+        if info.get("auto"):
+            auto.append(f"{r.model} ({info['activation_gib']:.1f} GiB of activations estimated, "
+                        f"{info['free_gib']:.1f} GiB free)")  # fmt: skip
+    if not auto:
+        return ""
+    return (
+        "Activation checkpointing was turned on by itself for " + "; ".join(auto) + ": the same "
+        "training, recomputing each segment of blocks in the backward pass instead of keeping it."
+    )
+
+
 def _md_inline(text: str) -> str:
     """The verdict's **bold** as HTML."""
     return re.sub(r"\*\*(.+?)\*\*", r"<strong>\1</strong>", html.escape(text))
@@ -72,7 +93,8 @@ def write_report(
     summary: list[dict[str, Any]] = [r.summary() for r in results]
     atomic_write_text(out / "summary.json", json.dumps(summary, indent=2) + "\n")
 
-    md = ["# Plain vs residual: the degradation study", "", _recipe(cfg), ""]
+    note = _checkpointing_note(results, out)
+    md = ["# Plain vs residual: the degradation study", "", _recipe(cfg), ""] + ([note, ""] if note else [])
     if command:
         md += ["```", command, "```", ""]
     md += ["## Verdict", ""] + [f"- {line}" for line in findings] + ["", "## Results", ""]
@@ -110,7 +132,7 @@ img {{ max-width: 100%; }} .cap {{ color: #555; font-size: .9em; }} .verdict li 
 code, pre {{ background: #f5f5f5; padding: .2em .4em; }}
 </style></head><body>
 <h1>Plain vs residual: the degradation study</h1>
-<p>{_md_inline(_recipe(cfg))}</p>
+<p>{_md_inline(_recipe(cfg))}</p>{f"<p>{_md_inline(note)}</p>" if note else ""}
 {f"<pre>{html.escape(command)}</pre>" if command else ""}
 <h2>Verdict</h2><ul class="verdict">{"".join(f"<li>{_md_inline(x)}</li>" for x in findings)}</ul>
 <h2>Results</h2>{table}<p class=cap>Train error: the final model on the whole training set, no augmentation.</p>

@@ -9,6 +9,7 @@ that never stopped.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import json
 import math
 import signal
@@ -41,6 +42,7 @@ from .checkpoint import (
 from .config import TrainConfig
 from .ema import make_ema
 from .evaluate import evaluate
+from .memory import choose_checkpointing
 from .precision import check_precision, grad_scaler, resolve_precision
 from .progress import Progress
 from .rundir import (
@@ -194,6 +196,23 @@ def _train(cfg: TrainConfig, ctx: distributed.Context, resume: bool, progress: b
 
     pixels = data.image_shape[1] * data.image_shape[2]
     fast = resolve_fast_path(cfg, device, total * cfg.batch_size, pixels)
+    model = build_model(cfg, data)
+    # Very deep nets (resnet1202 at batch 128: 8 GB of activations) checkpoint by themselves
+    # where their activations would not fit; the numbers are the same either way.
+    ckpt = choose_checkpointing(
+        cfg.model_options.get("checkpoint_segments"), model, tuple(data.image_shape),
+        rank_batch // cfg.accumulate, device,
+    )  # fmt: skip
+    if ckpt.auto:
+        model.set_checkpointing(None)
+        if ctx.main:
+            print(f"resnets: {cfg.model} at batch {rank_batch}: {ckpt.reason()}", file=sys.stderr)
+    if getattr(model, "checkpoint_segments", 0) and fast.compile:
+        # torch.compile cannot trace the checkpoint's recompute context (which keeps BN
+        # statistics from being updated twice): a checkpointed run trains eagerly.
+        if cfg.compile:
+            raise ResnetsError("--compile cannot be combined with activation checkpointing; use --no-compile")
+        fast = dataclasses.replace(fast, compile=False)
 
     if ctx.main:
         write_config(run_dir, cfg, {
@@ -205,10 +224,11 @@ def _train(cfg: TrainConfig, ctx: distributed.Context, resume: bool, progress: b
             "crop_padding": data.crop_padding, "flip": data.flip, "torch": torch.__version__,
             "processes": ctx.world, "precision": fast.precision, "compile": fast.compile,
             "eval_flip": cfg.eval_flip and data.flip,
+            "checkpointing": {"segments": getattr(model, "checkpoint_segments", 0), "auto": ckpt.auto,
+                              "activation_gib": ckpt.estimate_gib, "free_gib": ckpt.free_gib},
         })  # fmt: skip
 
     # Model, optimizer, loss.
-    model = build_model(cfg, data)
     if cfg.init_from and not resume:
         load_pretrained(model, cfg.init_from)
     if cfg.sync_bn:
