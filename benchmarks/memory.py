@@ -23,14 +23,16 @@ CHILD = "--child"
 
 
 def _cpu_name() -> str:
-    fields = {}
+    fields: dict[str, str] = {}
     try:
-        for line in open("/proc/cpuinfo").read().splitlines():
-            key, _, value = line.partition(":")
-            fields.setdefault(key.strip(), value.strip())
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                key, _, value = line.partition(":")
+                fields.setdefault(key.strip(), value.strip())
     except OSError:
         return platform.processor() or "unknown CPU"
-    return f"{fields.get('model name', '?')} (family {fields.get('cpu family', '?')}, model {fields.get('model', '?')})"
+    name, family, model = (fields.get(k, "?") for k in ("model name", "cpu family", "model"))
+    return f"{name} (family {family}, model {model})"
 
 
 def child(model_name: str, segments: str, batch: int, steps: int, device: str) -> dict:

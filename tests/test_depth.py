@@ -100,6 +100,12 @@ def test_plain_twins_refuse_stochastic_depth() -> None:
     )
 
 
+def test_explicit_compile_and_checkpointing_is_a_clear_error(tmp_path) -> None:
+    proc = run_cli("train", "--model", "resnet20", "--dataset", "digits", "--iterations", "1", "--compile",
+                   "--checkpoint-activations", "2", "--out", str(tmp_path / "r"))  # fmt: skip
+    assert_clean_error(proc, "--compile cannot be combined with activation checkpointing")
+
+
 def test_digits_with_stochastic_depth_and_checkpointing_trains_like_without(tmp_path) -> None:
     errors = {}
     for label, options in (("plain", {}), ("sd", {"drop_path": 0.2, "checkpoint_segments": "auto"})):

@@ -242,14 +242,7 @@ def run_eval(args: argparse.Namespace) -> int:
         "images": len(split), "loss": loss, "error": error, "accuracy": 1 - error,
         "precision": fast.precision, "weights": str(run.weights),
     }  # fmt: skip
-    if args.json:
-        print(json.dumps(result, indent=1))
-    else:
-        print(
-            f"{run.config.model} on {name} {args.split}: error {error:.2%} "
-            f"(accuracy {1 - error:.2%}), loss {loss:.4f} over {len(split)} images"
-        )
-    return 0
+    return _report(args, result, run.config.model)
 
 
 def _eval_weights(args: argparse.Namespace, device: Any) -> int:
@@ -290,11 +283,16 @@ def _eval_weights(args: argparse.Namespace, device: Any) -> int:
         "mean": list(mean), "std": list(std), "loss": loss, "error": error, "accuracy": 1 - error,
         "precision": fast.precision,
     }  # fmt: skip
+    return _report(args, result, f"{args.model} ({layout.describe()})", f"; {norm} normalisation")
+
+
+def _report(args: argparse.Namespace, result: dict[str, Any], label: str, note: str = "") -> int:
+    """Print an evaluation as JSON or as one line."""
     if args.json:
         print(json.dumps(result, indent=1))
-    else:
-        print(
-            f"{args.model} ({layout.describe()}) on {args.dataset} {args.split}: error {error:.2%} "
-            f"(accuracy {1 - error:.2%}), loss {loss:.4f} over {len(split)} images; {norm} normalisation"
-        )
+        return 0
+    print(
+        f"{label} on {result['dataset']} {result['split']}: error {result['error']:.2%} "
+        f"(accuracy {result['accuracy']:.2%}), loss {result['loss']:.4f} over {result['images']} images{note}"
+    )
     return 0
