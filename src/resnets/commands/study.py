@@ -7,6 +7,8 @@ import shlex
 
 from ..errors import ResnetsError
 
+LESION_MAX_DEPTH = 200
+
 
 def _recipe_flags(p: argparse.ArgumentParser, epochs: int | None) -> None:
     p.add_argument("--dataset", default="digits", help="digits (built in, default), cifar10, mnist, ...")
@@ -101,15 +103,19 @@ def run_degradation(args: argparse.Namespace) -> int:
 
 
 def _deepest_lesions(cfg, results: list) -> list:
-    """The lesion study of the deepest plain net and residual net of a study (cached)."""
+    """The lesion study of the deepest plain and residual nets of a study (cached)."""
     from pathlib import Path
 
     from ..experiments.lesion import study_lesions
     from ..training.precision import resolve_precision
     from ..training.trainer import resolve_device
 
-    pair = [max((r for r in results if r.residual == res), key=lambda r: r.depth, default=None)
-            for res in (False, True)]  # fmt: skip
+    # One evaluation per block: the deepest depth of at most LESION_MAX_DEPTH (resnet1202's 600
+    # blocks would take longer than its training on the CPU).
+    depth = max((r.depth for r in results if r.depth <= LESION_MAX_DEPTH), default=None)
+    pair = [
+        next((r for r in results if r.residual == res and r.depth == depth), None) for res in (False, True)
+    ]
     runs = [Path(cfg.out) / r.model for r in pair if r is not None]
     if not runs:
         return []
