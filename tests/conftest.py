@@ -13,11 +13,14 @@ import torch
 ROOT = Path(__file__).resolve().parents[1]
 SHARED_DATA = Path(os.environ.get("RESNETS_SHARED_DATA", ROOT.parent / "shared" / "data"))
 
+# Timeouts are hang guards, never speed checks: generous enough for a slow, shared machine.
+HANG_GUARD = 1800
+
 # Two cores: keep intra-op threads from oversubscribing when tests spawn processes.
 torch.set_num_threads(min(2, torch.get_num_threads()))
 
 
-def run_cli(*args: str, timeout: float = 300, **kw) -> subprocess.CompletedProcess[str]:
+def run_cli(*args: str, timeout: float = HANG_GUARD, **kw) -> subprocess.CompletedProcess[str]:
     """Run `python -m resnets ARGS` and capture its output."""
     return subprocess.run(
         [sys.executable, "-m", "resnets", *args],

@@ -109,7 +109,7 @@ def test_explicit_compile_and_checkpointing_is_a_clear_error(tmp_path) -> None:
 def test_digits_with_stochastic_depth_and_checkpointing_trains_like_without(tmp_path) -> None:
     errors = {}
     for label, options in (("plain", {}), ("sd", {"drop_path": 0.2, "checkpoint_segments": "auto"})):
-        cfg = TrainConfig(model="resnet20", dataset="digits", epochs=6, batch_size=64, schedule="onecycle",
+        cfg = TrainConfig(model="resnet20", dataset="digits", epochs=4, batch_size=64, schedule="onecycle",
                           lr=0.1, model_options=options, out=str(tmp_path / label))  # fmt: skip
         errors[label] = train(cfg, progress=False).metrics["test_error"]
     assert errors["plain"] < 0.05 and errors["sd"] < 0.05, errors

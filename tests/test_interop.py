@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from conftest import Plant, assert_clean_error, run_cli
+from conftest import HANG_GUARD, Plant, assert_clean_error, run_cli
 from safetensors.torch import load_file, save_file
 
 from resnets import create_model
@@ -89,7 +89,7 @@ def test_torchrun_two_processes_match_single_process_on_the_same_global_batch(tm
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     launch = [TORCHRUN, "--nproc_per_node=2", "-m", "resnets"]
     ddp = subprocess.run([*launch, *args, "--out", str(tmp_path / "ddp")], capture_output=True, text=True,
-                         timeout=300, env=env)  # fmt: skip
+                         timeout=HANG_GUARD, env=env)  # fmt: skip
     assert ddp.returncode == 0, ddp.stderr[-2000:]
     # One process on the same global batch of 64: two micro-batches of 32, as the two ranks see.
     single = run_cli(*args, "--accumulate", "2", "--out", str(tmp_path / "single"), env=env)
@@ -108,6 +108,6 @@ def test_torchrun_two_processes_match_single_process_on_the_same_global_batch(tm
 
     resumed = subprocess.run([TORCHRUN, "--nproc_per_node=2", "-m", "resnets", "train", "--resume",
                               "--out", str(tmp_path / "ddp"), "--iterations", "12", "--quiet"],
-                             capture_output=True, text=True, timeout=300, env=env)  # fmt: skip
+                             capture_output=True, text=True, timeout=HANG_GUARD, env=env)  # fmt: skip
     assert resumed.returncode == 0, resumed.stderr[-2000:]
     assert json.loads((tmp_path / "ddp" / "metrics.jsonl").read_text().splitlines()[-1])["step"] == 12

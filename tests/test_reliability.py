@@ -17,7 +17,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from conftest import Plant, assert_clean_error, run_cli
+from conftest import HANG_GUARD, Plant, assert_clean_error, run_cli
 from PIL import Image
 from safetensors.torch import load_file
 
@@ -152,7 +152,7 @@ def _run_read_only(folder: Path, *args: str) -> subprocess.CompletedProcess[str]
         for p in modes:
             p.chmod(modes[p] & ~0o222)
         try:
-            return subprocess.run(cli, capture_output=True, text=True, timeout=300)
+            return subprocess.run(cli, capture_output=True, text=True, timeout=HANG_GUARD)
         finally:
             for p, mode in modes.items():
                 p.chmod(mode)
@@ -160,7 +160,7 @@ def _run_read_only(folder: Path, *args: str) -> subprocess.CompletedProcess[str]
         pytest.skip("running as root without unshare: cannot make a folder read-only")
     script = 'mount --bind "$1" "$1" && mount -o remount,bind,ro "$1" "$1" || exit 99; shift; exec "$@"'
     proc = subprocess.run(["unshare", "-m", "sh", "-c", script, "sh", str(folder), *cli],
-                          capture_output=True, text=True, timeout=300)  # fmt: skip
+                          capture_output=True, text=True, timeout=HANG_GUARD)  # fmt: skip
     if proc.returncode == 99 or "unshare failed" in proc.stderr:
         pytest.skip(f"cannot mount read-only here: {proc.stderr.strip()[:100]}")
     return proc

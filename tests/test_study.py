@@ -13,7 +13,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import assert_clean_error, run_cli
+from conftest import HANG_GUARD, assert_clean_error, run_cli
 from PIL import Image
 
 from resnets.errors import ResnetsError
@@ -149,7 +149,7 @@ def _screenshot(page: Path, png: Path, profile: Path) -> np.ndarray:
          "--disable-background-networking", "--disable-component-update", "--disable-sync",
          f"--user-data-dir={profile}", "--hide-scrollbars", "--window-size=1200,4000",
          f"--screenshot={png}", page.as_uri()],
-        capture_output=True, timeout=120, check=True,
+        capture_output=True, timeout=HANG_GUARD, check=True,
     )  # fmt: skip
     return np.asarray(Image.open(png).convert("RGB")).astype(int)
 

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from conftest import assert_clean_error, run_cli
+from conftest import HANG_GUARD, assert_clean_error, run_cli
 from safetensors.torch import load_file
 
 from resnets import create_model
@@ -120,7 +120,7 @@ def test_sigint_checkpoints_and_says_how_to_resume(tmp_path: Path) -> None:
     proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     _wait_for_checkpoint(run, proc, 5)
     proc.send_signal(signal.SIGINT)
-    _, err = proc.communicate(timeout=60)
+    _, err = proc.communicate(timeout=HANG_GUARD)
     assert proc.returncode == 130, err
     assert "--resume" in err and "Traceback" not in err
     step = int(list_checkpoints(run)[0].stem.split("-")[1])
