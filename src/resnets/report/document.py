@@ -67,8 +67,7 @@ def _checkpointing_note(results: list[ModelResult], out: Path) -> str:
         except (OSError, ValueError, KeyError):
             continue
         if info.get("auto"):
-            auto.append(f"{r.model} ({info['activation_gib']:.1f} GiB of activations estimated, "
-                        f"{info['free_gib']:.1f} GiB free)")  # fmt: skip
+            auto.append(f"{r.model} ({info['activation_gib']:.1f} GiB of activations estimated)")
     if not auto:
         return ""
     return (

@@ -224,8 +224,10 @@ def _train(cfg: TrainConfig, ctx: distributed.Context, resume: bool, progress: b
             "crop_padding": data.crop_padding, "flip": data.flip, "torch": torch.__version__,
             "processes": ctx.world, "precision": fast.precision, "compile": fast.compile,
             "eval_flip": cfg.eval_flip and data.flip,
+            # The free memory behind an automatic choice is in its stderr line, not here: a re-run
+            # of a finished run must leave config.json byte for byte as it was.
             "checkpointing": {"segments": getattr(model, "checkpoint_segments", 0), "auto": ckpt.auto,
-                              "activation_gib": ckpt.estimate_gib, "free_gib": ckpt.free_gib},
+                              "activation_gib": ckpt.estimate_gib},
         })  # fmt: skip
 
     # Model, optimizer, loss.
