@@ -41,12 +41,14 @@ def child(model_name: str, segments: str, batch: int, steps: int, device: str) -
     import torch.nn.functional as F
 
     from resnets import create_model
+    from resnets.training.memory import map_checkpointed_activations
 
     dev = torch.device(device)
     torch.manual_seed(0)
     setting = 0 if segments == "off" else segments if segments == "auto" else int(segments)
     model = create_model(model_name, num_classes=10, checkpoint_segments=setting)
     model = model.to(dev).train()
+    mapped = map_checkpointed_activations(model, (3, 32, 32), batch, "fp32", dev)  # as the trainer does
     opt = torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9)
     x = torch.randn(batch, 3, 32, 32, device=dev)
     y = torch.randint(0, 10, (batch,), device=dev)
@@ -70,6 +72,7 @@ def child(model_name: str, segments: str, batch: int, steps: int, device: str) -
         "model": model_name, "checkpointing": segments if segments == "off" else model.checkpoint_segments,
         "batch": batch, "step_s": min(times), "peak_rss_mib": peak_rss, "model_rss_mib": base_rss,
         "cuda_peak_mib": torch.cuda.max_memory_allocated() / 2**20 if dev.type == "cuda" else None,
+        "mmap_threshold_mib": mapped / 2**20 if mapped else None,
     }  # fmt: skip
 
 

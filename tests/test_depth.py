@@ -5,11 +5,13 @@ from __future__ import annotations
 import copy
 import json
 import math
+import subprocess
+import sys
 
 import pytest
 import torch
 import torch.nn.functional as F
-from conftest import assert_clean_error, run_cli
+from conftest import HANG_GUARD, assert_clean_error, run_cli
 
 from resnets import create_model
 from resnets.errors import ResnetsError
@@ -129,3 +131,30 @@ def test_checkpointing_turns_itself_on_where_activations_would_not_fit(tmp_path,
     assert roomy_resolved["checkpointing"]["auto"] is False
     a, b = roomy.model.state_dict(), tight.model.state_dict()
     assert all(torch.equal(a[k], b[k]) for k in a)  # the same training, in less memory
+
+
+def test_checkpointed_cpu_runs_map_their_largest_activations() -> None:
+    # In a child process: the allocator setting lasts for the process that makes it.
+    code = """
+import json, torch
+from resnets import create_model
+from resnets.training.memory import largest_activation_bytes, map_checkpointed_activations
+cpu = torch.device("cpu")
+plain = create_model("resnet20", num_classes=10)
+ckpt = create_model("resnet20", num_classes=10, checkpoint_segments=3)
+print(json.dumps({
+    "largest": largest_activation_bytes(ckpt, (3, 32, 32), 256),
+    "unchecked": map_checkpointed_activations(plain, (3, 32, 32), 256, "fp32", cpu),
+    "small": map_checkpointed_activations(ckpt, (3, 32, 32), 8, "fp32", cpu),
+    "bf16": map_checkpointed_activations(ckpt, (3, 32, 32), 256, "bf16", cpu),
+    "fp32": map_checkpointed_activations(ckpt, (3, 32, 32), 256, "fp32", cpu),
+    "huge": map_checkpointed_activations(ckpt, (3, 32, 32), 4096, "fp32", cpu),
+}))
+"""
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=HANG_GUARD)
+    assert proc.returncode == 0, proc.stderr
+    got = json.loads(proc.stdout)
+    assert got["largest"] == 16 * 32 * 32 * 256 * 4  # the first stage's output: 16 MiB
+    assert got["unchecked"] is None and got["small"] is None  # unchecked, or too small to matter
+    assert got["bf16"] == 8 * 2**20 and got["fp32"] == 16 * 2**20
+    assert got["huge"] == 32 * 2**20  # glibc's ceiling

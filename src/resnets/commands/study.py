@@ -112,9 +112,10 @@ def _deepest_lesions(cfg, results: list) -> list:
 
     # One evaluation per block: the deepest depth of at most LESION_MAX_DEPTH (resnet1202's 600
     # blocks would take longer than its training on the CPU).
-    depth = max((r.depth for r in results if r.depth <= LESION_MAX_DEPTH), default=None)
+    trained = [r for r in results if not r.diverged]  # a diverged net has no weights to lesion
+    depth = max((r.depth for r in trained if r.depth <= LESION_MAX_DEPTH), default=None)
     pair = [
-        next((r for r in results if r.residual == res and r.depth == depth), None) for res in (False, True)
+        next((r for r in trained if r.residual == res and r.depth == depth), None) for res in (False, True)
     ]
     runs = [Path(cfg.out) / r.model for r in pair if r is not None]
     if not runs:

@@ -83,6 +83,18 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
         "--checkpoint-activations", nargs="?", const="auto", metavar="SEGMENTS",
         help="recompute activations in the backward pass, in SEGMENTS runs of blocks (default sqrt(blocks))",
     )  # fmt: skip
+    p.add_argument("--act", help="activation: relu (default), leaky_relu, elu, selu, gelu, tanh, trelu (TAT)")
+    p.add_argument("--act-slope", type=float, help="leaky_relu's negative slope (default 0.01); trelu: TAT's")
+    p.add_argument("--norm", help="normalisation: batchnorm (default) or none")
+    p.add_argument("--init", help="he_fan_out (default), he_fan_in, xavier, orthogonal, delta_orthogonal, "
+                   "dirac, lsuv")  # fmt: skip
+    p.add_argument("--dropout", type=float, dest="drop_rate", help="dropout between a block's convolutions")
+    p.add_argument("--unit", help="basic (default), highway (plain nets), fixup, skipinit, rezero (residual)")
+    p.add_argument("--long-skip", action="store_true", help="one skip over each stage (plain nets)")
+    p.add_argument(
+        "--decay-for", action="append", metavar="PATTERN=DECAY",
+        help="weight decay of parameters whose names match PATTERN (e.g. 'layer3.*=5e-3'); repeatable",
+    )  # fmt: skip
     p.add_argument("--image-size", type=int, help="resize imagefolder images to this square size")
     p.add_argument("--quiet", action="store_true", help="no progress output")
     p.set_defaults(func=run_train)
@@ -129,7 +141,10 @@ def config_from_args(args: argparse.Namespace) -> tuple[Any, bool, bool]:
             ) from None
     if "checkpoint_activations" in given:
         given["checkpoint_segments"] = given.pop("checkpoint_activations")
-    names = ("shortcut", "zero_init_residual", "width", "drop_path", "checkpoint_segments")
+    if "decay_for" in given:
+        given["decay_for"] = _decay_patterns(given["decay_for"])
+    names = ("shortcut", "zero_init_residual", "width", "drop_path", "checkpoint_segments", "act",
+             "act_slope", "norm", "init", "drop_rate", "unit", "long_skip")  # fmt: skip
     model_options = {k: given.pop(k) for k in names if k in given}
     dataset_options = {k: given.pop(k) for k in ("image_size",) if k in given}
     if model_options:
@@ -162,6 +177,22 @@ def config_from_args(args: argparse.Namespace) -> tuple[Any, bool, bool]:
             )
     saved.out = str(out)
     return saved.validate(), True, quiet
+
+
+def _decay_patterns(items: list[str]) -> dict[str, float]:
+    """PATTERN=DECAY arguments as a dict, with a one-line error for a malformed one."""
+    out = {}
+    for item in items:
+        pattern, sep, value = item.rpartition("=")
+        try:
+            if not sep or not pattern:
+                raise ValueError
+            out[pattern] = float(value)
+        except ValueError:
+            raise ResnetsError(
+                f"--decay-for takes PATTERN=DECAY (e.g. 'layer3.*=5e-3'), got {item!r}"
+            ) from None
+    return out
 
 
 def _read_settings(path: Path) -> dict[str, Any]:

@@ -8,8 +8,6 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from ..models.blocks import BasicBlock, Bottleneck, PreActBasicBlock, PreActBottleneck
-
 
 @dataclass
 class SignalStats:
@@ -22,16 +20,9 @@ class SignalStats:
 
 
 def branch_end(block: nn.Module) -> nn.Module | None:
-    """The last layer of a block's residual branch F(x), for the known block types."""
-    if isinstance(block, BasicBlock):
-        return block.bn2
-    if isinstance(block, Bottleneck):
-        return block.bn3
-    if isinstance(block, PreActBasicBlock):
-        return block.conv2
-    if isinstance(block, PreActBottleneck):
-        return block.conv3
-    return None
+    """The last layer of a block's residual branch F(x), where the block says (``branch_end()``)."""
+    say = getattr(block, "branch_end", None)
+    return say() if callable(say) else None
 
 
 def _channel_stats(t: torch.Tensor) -> tuple[float, float]:

@@ -15,28 +15,21 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import torch
-
-from ..data import Dataset, TensorLoader, load_dataset
-from ..diagnostics import gradient_norms, layer_responses, signal_propagation
+from ..data import Dataset, load_dataset
 from ..errors import ResnetsError
 from ..io import atomic_write_text, exclusive
-from ..models import count_params, get_spec, summarize
-from ..training import TrainConfig, evaluate, train
-from ..training.checkpoint import WEIGHTS_FILE, list_checkpoints
-from ..training.rundir import CONFIG_FILE, METRICS_FILE
-from ..training.runs import load_run
-from ..training.trainer import build_model, resolve_device
+from ..models import get_spec, summarize
+from ..training import TrainConfig
+from ..training.trainer import resolve_device
+from .measure import curves, finished, finite_or_none, train_and_measure
 
 FAMILIES = {"cifar": ("resnet{}", "plain{}"), "preact": ("preact_resnet{}", "preact_plain{}")}
-DIAGNOSTICS_FILE = "diagnostics.json"
 STUDY_FILE = "study.json"
 # Settings every model of a study shares; a re-run may add depths or move devices, not change these.
 RECIPE_KEYS = (
     "dataset", "family", "epochs", "iterations", "batch_size", "lr", "schedule", "weight_decay",
     "precision", "channels_last", "train_subset", "seed",
 )  # fmt: skip
-PROBE_BATCH = 128
 
 
 @dataclass
@@ -122,46 +115,14 @@ class ModelResult:
     responses: list[float]
     signal_variance: list[float]
     signal_branch_variance: list[float]
+    diverged: str | None = None  # why training stopped (loss NaN at step N); errors are NaN then
 
     def summary(self) -> dict[str, Any]:
-        """The summary.json entry."""
-        keys = (
-            "model",
-            "depth",
-            "residual",
-            "train_error",
-            "test_error",
-            "params",
-            "train_loss",
-            "test_loss",
-        )
-        return {k: getattr(self, k) for k in keys}
-
-
-def _probe_batches(data: Dataset, device: torch.device) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """A fixed, un-augmented training batch (gradients) and test batch (responses)."""
-    train = TensorLoader(data.train, PROBE_BATCH, data.mean, data.std, device)
-    test = TensorLoader(data.test, PROBE_BATCH, data.mean, data.std, device)
-    (x, y), (xt, _) = next(iter(train)), next(iter(test))
-    return x, y, xt
-
-
-def _finished(run_dir: Path, recipe: TrainConfig) -> bool:
-    """True when the run and its diagnostics are complete (made with this recipe: checked first)."""
-    return (run_dir / WEIGHTS_FILE).exists() and (run_dir / DIAGNOSTICS_FILE).exists()
-
-
-def _check_recipe(run_dir: Path, recipe: TrainConfig) -> None:
-    """Refuse a model folder whose run was made with another recipe, naming the setting."""
-    if not (run_dir / CONFIG_FILE).exists():
-        return
-    saved = json.loads(TrainConfig.load(run_dir / CONFIG_FILE).to_json())
-    for key, value in json.loads(recipe.to_json()).items():
-        if key not in ("device", "data_dir", "out") and saved.get(key) != value:
-            raise ResnetsError(
-                f"{run_dir} was trained with {key}={saved.get(key)!r}, not {value!r}; "
-                "a study keeps its recipe: use another --out for new settings"
-            )
+        """The summary.json entry (a diverged model's errors as null)."""
+        errors = ("train_error", "test_error", "train_loss", "test_loss")
+        row = {k: getattr(self, k) for k in ("model", "depth", "residual", "params")}
+        row |= {k: finite_or_none(getattr(self, k)) for k in errors}
+        return row | {"diverged": self.diverged}
 
 
 def _check_study(path: Path, cfg: StudyConfig) -> None:
@@ -187,39 +148,11 @@ def _study_one(
     cfg: StudyConfig, name: str, depth: int, residual: bool, data: Dataset, progress: bool
 ) -> ModelResult:
     recipe = cfg.recipe(name)
-    run_dir = Path(recipe.out)
-    _check_recipe(run_dir, recipe)
-    device = resolve_device(cfg.device)
-    if not _finished(run_dir, recipe):
-        x, y, xt = _probe_batches(data, device)
-        fresh = build_model(recipe, data).to(device)  # the same seeded init the run starts from
-        layers, grad_init = gradient_norms(fresh, x, y)
-        sig = signal_propagation(fresh, x)
-        resume = bool(list_checkpoints(run_dir)) and not (run_dir / WEIGHTS_FILE).exists()
-        if not (run_dir / WEIGHTS_FILE).exists():  # else trained already; only diagnostics missing
-            train(recipe, resume=resume, progress=progress)
-        # Always measured on the saved weights, so a resumed study measures exactly what a fresh
-        # one did (the in-memory model's channels-last layout shifts bf16 results slightly).
-        # Train mode, as at initialisation: the gradients are measured with batch statistics.
-        model = load_run(run_dir, device).model.train()
-        _, grad_final = gradient_norms(model, x, y)
-        response_layers, responses = layer_responses(model, xt)
-        train_loader = TensorLoader(data.train, 512, data.mean, data.std, device)
-        test_loader = TensorLoader(data.test, 512, data.mean, data.std, device)
-        train_loss, train_error = evaluate(model, train_loader, cfg.precision)
-        test_loss, test_error = evaluate(model, test_loader, cfg.precision)
-        diag = {
-            "params": count_params(model), "train_error": train_error, "test_error": test_error,
-            "train_loss": train_loss, "test_loss": test_loss, "layers": layers, "grad_init": grad_init,
-            "grad_final": grad_final, "response_layers": response_layers, "responses": responses,
-            "signal_variance": sig.variance, "signal_branch_variance": sig.branch_variance,
-        }  # fmt: skip
-        atomic_write_text(run_dir / DIAGNOSTICS_FILE, json.dumps(diag) + "\n")
-    diag = json.loads((run_dir / DIAGNOSTICS_FILE).read_text())
-    curves = [json.loads(line) for line in (run_dir / METRICS_FILE).read_text().splitlines() if line.strip()]
+    diag = train_and_measure(recipe, data, resolve_device(cfg.device), progress)
+    rows = curves(Path(recipe.out))
     return ModelResult(
-        model=name, depth=depth, residual=residual, seconds=curves[-1]["time"] if curves else 0.0,
-        curves=curves, **diag,
+        model=name, depth=depth, residual=residual, seconds=rows[-1]["time"] if rows else 0.0,
+        curves=rows, **diag,
     )  # fmt: skip
 
 
@@ -249,7 +182,7 @@ def _run_study(cfg: StudyConfig, out: Path, progress: bool, log: Any) -> list[Mo
         if done_cost:
             left = (time.perf_counter() - t0) / done_cost * (total_cost - done_cost)
             eta = f", study ETA {int(left // 60)}m{int(left % 60):02d}s"
-        state = "done, loading" if _finished(Path(cfg.recipe(name).out), cfg.recipe(name)) else "training"
+        state = "done, loading" if finished(Path(cfg.recipe(name).out)) else "training"
         log(
             f"[{i}/{len(models)}] {name} ({'residual' if residual else 'plain'}, depth {depth}): {state}{eta}"
         )

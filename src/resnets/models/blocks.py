@@ -7,6 +7,11 @@ with exactly the same layers F. Shortcut options follow the paper (Sec. 3.3, 4.1
   channels (no parameters, so a plain twin has the same parameter count);
 - ``"B"``: identity, with a 1x1 projection (+BN) only where the shape changes;
 - ``"C"``: a 1x1 projection (+BN) in every block.
+
+Every block takes its activation and normalisation as options (``act_layer``, ``norm_layer``,
+as in torchvision and timm); the defaults, ReLU and BatchNorm, are the papers' nets, and no
+option changes the names or shapes of the default nets' weights. Each block says where its
+residual branch ends (``branch_end``), so diagnostics need not know the block types.
 """
 
 from __future__ import annotations
@@ -17,18 +22,26 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from .layers import ActLayer, NormLayer, make_norm
+
 Shortcut = Literal["A", "B", "C"]
 SHORTCUTS: tuple[str, ...] = ("A", "B", "C")
 
 
-def conv3x3(in_planes: int, out_planes: int, stride: int = 1, groups: int = 1) -> nn.Conv2d:
-    """3x3 convolution with padding 1 and no bias (BN follows)."""
-    return nn.Conv2d(in_planes, out_planes, 3, stride=stride, padding=1, groups=groups, bias=False)
+def conv3x3(
+    in_planes: int, out_planes: int, stride: int = 1, groups: int = 1, bias: bool = False
+) -> nn.Conv2d:
+    """3x3 convolution with padding 1; no bias where a normalisation follows."""
+    return nn.Conv2d(in_planes, out_planes, 3, stride=stride, padding=1, groups=groups, bias=bias)
 
 
-def conv1x1(in_planes: int, out_planes: int, stride: int = 1) -> nn.Conv2d:
-    """1x1 convolution with no bias."""
-    return nn.Conv2d(in_planes, out_planes, 1, stride=stride, bias=False)
+def conv1x1(in_planes: int, out_planes: int, stride: int = 1, bias: bool = False) -> nn.Conv2d:
+    """1x1 convolution; no bias where a normalisation follows."""
+    return nn.Conv2d(in_planes, out_planes, 1, stride=stride, bias=bias)
+
+
+def _relu() -> nn.Module:
+    return nn.ReLU(inplace=True)
 
 
 class PadShortcut(nn.Module):
@@ -53,7 +66,7 @@ class PadShortcut(nn.Module):
 
 
 def make_shortcut(
-    shortcut: Shortcut, in_planes: int, out_planes: int, stride: int, norm: bool = True
+    shortcut: Shortcut, in_planes: int, out_planes: int, stride: int, norm: NormLayer = nn.BatchNorm2d
 ) -> nn.Module | None:
     """The shortcut module for a block, or None for a plain identity."""
     changes_shape = stride != 1 or in_planes != out_planes
@@ -65,8 +78,8 @@ def make_shortcut(
         raise ValueError(f"shortcut must be one of {SHORTCUTS}, got {shortcut!r}")
     # Named like torchvision's `downsample` (0: conv, 1: BN) so its checkpoints load as they are.
     layers: list[nn.Module] = [conv1x1(in_planes, out_planes, stride)]
-    if norm:
-        layers.append(nn.BatchNorm2d(out_planes))
+    if norm is not None:
+        layers.append(norm(out_planes))
     return nn.Sequential(*layers)
 
 
@@ -82,23 +95,33 @@ class BasicBlock(nn.Module):
         stride: int = 1,
         shortcut: Shortcut = "B",
         residual: bool = True,
+        act_layer: ActLayer = _relu,
+        norm_layer: NormLayer = nn.BatchNorm2d,
+        drop_rate: float = 0.0,
     ) -> None:
         super().__init__()
         self.residual = residual
-        self.conv1 = conv3x3(in_planes, planes, stride)
-        self.bn1 = nn.BatchNorm2d(planes)
-        self.relu = nn.ReLU(inplace=True)
-        self.conv2 = conv3x3(planes, planes)
-        self.bn2 = nn.BatchNorm2d(planes)
-        self.downsample = make_shortcut(shortcut, in_planes, planes, stride) if residual else None
+        bias = norm_layer is None
+        self.conv1 = conv3x3(in_planes, planes, stride, bias=bias)
+        self.bn1 = make_norm(norm_layer, planes)
+        self.act = act_layer()
+        # Dropout between the two convolutions, where Wide ResNets put it.
+        self.drop: nn.Module = nn.Dropout(drop_rate) if drop_rate else nn.Identity()
+        self.conv2 = conv3x3(planes, planes, bias=bias)
+        self.bn2 = make_norm(norm_layer, planes)
+        self.downsample = make_shortcut(shortcut, in_planes, planes, stride, norm_layer) if residual else None
         self.drop_path: nn.Module = nn.Identity()  # stochastic depth, set by the network
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        out = self.relu(self.bn1(self.conv1(x)))
+        out = self.drop(self.act(self.bn1(self.conv1(x))))
         out = self.bn2(self.conv2(out))
         if self.residual:
             out = self.drop_path(out) + self.shortcut(x)
-        return self.relu(out)
+        return self.act(out)
+
+    def branch_end(self) -> nn.Module:
+        """The layer whose output is the residual branch F(x)."""
+        return self.bn2
 
     def shortcut(self, x: torch.Tensor) -> torch.Tensor:
         """The shortcut path alone: the identity, or the projection/padding where shapes change."""
@@ -106,7 +129,7 @@ class BasicBlock(nn.Module):
 
     def lesioned(self, x: torch.Tensor) -> torch.Tensor:
         """The block's output with its residual branch deleted (Veit et al. 2016)."""
-        return self.relu(self.shortcut(x)) if self.residual else _pass_through(self, x)
+        return self.act(self.shortcut(x)) if self.residual else _pass_through(self, x)
 
     def zero_init_last(self) -> None:
         """Start the residual branch at zero so the block begins as the identity."""
@@ -128,28 +151,37 @@ class Bottleneck(nn.Module):
         groups: int = 1,
         width_per_group: int = 64,
         width: float = 1.0,
+        act_layer: ActLayer = _relu,
+        norm_layer: NormLayer = nn.BatchNorm2d,
     ) -> None:
         super().__init__()
         self.residual = residual
         inner = int(planes * width * width_per_group / 64) * groups
         out_planes = planes * self.expansion
-        self.conv1 = conv1x1(in_planes, inner)
-        self.bn1 = nn.BatchNorm2d(inner)
-        self.conv2 = conv3x3(inner, inner, stride, groups)
-        self.bn2 = nn.BatchNorm2d(inner)
-        self.conv3 = conv1x1(inner, out_planes)
-        self.bn3 = nn.BatchNorm2d(out_planes)
-        self.relu = nn.ReLU(inplace=True)
-        self.downsample = make_shortcut(shortcut, in_planes, out_planes, stride) if residual else None
+        bias = norm_layer is None
+        self.conv1 = conv1x1(in_planes, inner, bias=bias)
+        self.bn1 = make_norm(norm_layer, inner)
+        self.conv2 = conv3x3(inner, inner, stride, groups, bias=bias)
+        self.bn2 = make_norm(norm_layer, inner)
+        self.conv3 = conv1x1(inner, out_planes, bias=bias)
+        self.bn3 = make_norm(norm_layer, out_planes)
+        self.act = act_layer()
+        self.downsample = (
+            make_shortcut(shortcut, in_planes, out_planes, stride, norm_layer) if residual else None
+        )
         self.drop_path: nn.Module = nn.Identity()
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        out = self.relu(self.bn1(self.conv1(x)))
-        out = self.relu(self.bn2(self.conv2(out)))
+        out = self.act(self.bn1(self.conv1(x)))
+        out = self.act(self.bn2(self.conv2(out)))
         out = self.bn3(self.conv3(out))
         if self.residual:
             out = self.drop_path(out) + self.shortcut(x)
-        return self.relu(out)
+        return self.act(out)
+
+    def branch_end(self) -> nn.Module:
+        """The layer whose output is the residual branch F(x)."""
+        return self.bn3
 
     def shortcut(self, x: torch.Tensor) -> torch.Tensor:
         """The shortcut path alone."""
@@ -157,7 +189,7 @@ class Bottleneck(nn.Module):
 
     def lesioned(self, x: torch.Tensor) -> torch.Tensor:
         """The block's output with its residual branch deleted."""
-        return self.relu(self.shortcut(x)) if self.residual else _pass_through(self, x)
+        return self.act(self.shortcut(x)) if self.residual else _pass_through(self, x)
 
     def zero_init_last(self) -> None:
         """Start the residual branch at zero so the block begins as the identity."""
@@ -176,30 +208,37 @@ class PreActBasicBlock(nn.Module):
         stride: int = 1,
         shortcut: Shortcut = "B",
         residual: bool = True,
+        act_layer: ActLayer = _relu,
+        norm_layer: NormLayer = nn.BatchNorm2d,
     ) -> None:
         super().__init__()
         self.residual = residual
-        self.bn1 = nn.BatchNorm2d(in_planes)
-        self.conv1 = conv3x3(in_planes, planes, stride)
-        self.bn2 = nn.BatchNorm2d(planes)
-        self.conv2 = conv3x3(planes, planes)
-        self.relu = nn.ReLU(inplace=True)
+        bias = norm_layer is None
+        self.bn1 = make_norm(norm_layer, in_planes)
+        self.conv1 = conv3x3(in_planes, planes, stride, bias=bias)
+        self.bn2 = make_norm(norm_layer, planes)
+        self.conv2 = conv3x3(planes, planes, bias=bias)
+        self.act = act_layer()
         # As in the authors' code, a projection shortcut has no BN of its own.
-        self.downsample = make_shortcut(shortcut, in_planes, planes, stride, norm=False) if residual else None
+        self.downsample = make_shortcut(shortcut, in_planes, planes, stride, norm=None) if residual else None
         self.drop_path: nn.Module = nn.Identity()
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        out = self.relu(self.bn1(x))
+        out = self.act(self.bn1(x))
         identity = _preact_shortcut(self.downsample, x, out)
         out = self.conv1(out)
-        out = self.conv2(self.relu(self.bn2(out)))
+        out = self.conv2(self.act(self.bn2(out)))
         return self.drop_path(out) + identity if self.residual else out
+
+    def branch_end(self) -> nn.Module:
+        """The layer whose output is the residual branch F(x)."""
+        return self.conv2
 
     def lesioned(self, x: torch.Tensor) -> torch.Tensor:
         """The unit's output with its residual branch deleted: the shortcut alone."""
         if not self.residual:
             return _pass_through(self, x)
-        return _preact_shortcut(self.downsample, x, self.relu(self.bn1(x)))
+        return _preact_shortcut(self.downsample, x, self.act(self.bn1(x)))
 
     def zero_init_last(self) -> None:
         """Zero the branch's last conv (there is no BN after it) so the unit starts as identity."""
@@ -221,36 +260,43 @@ class PreActBottleneck(nn.Module):
         groups: int = 1,
         width_per_group: int = 64,
         width: float = 1.0,
+        act_layer: ActLayer = _relu,
+        norm_layer: NormLayer = nn.BatchNorm2d,
     ) -> None:
         super().__init__()
         self.residual = residual
         inner = int(planes * width * width_per_group / 64) * groups
         out_planes = planes * self.expansion
-        self.bn1 = nn.BatchNorm2d(in_planes)
-        self.conv1 = conv1x1(in_planes, inner)
-        self.bn2 = nn.BatchNorm2d(inner)
-        self.conv2 = conv3x3(inner, inner, stride, groups)
-        self.bn3 = nn.BatchNorm2d(inner)
-        self.conv3 = conv1x1(inner, out_planes)
-        self.relu = nn.ReLU(inplace=True)
+        bias = norm_layer is None
+        self.bn1 = make_norm(norm_layer, in_planes)
+        self.conv1 = conv1x1(in_planes, inner, bias=bias)
+        self.bn2 = make_norm(norm_layer, inner)
+        self.conv2 = conv3x3(inner, inner, stride, groups, bias=bias)
+        self.bn3 = make_norm(norm_layer, inner)
+        self.conv3 = conv1x1(inner, out_planes, bias=bias)
+        self.act = act_layer()
         self.downsample = (
-            make_shortcut(shortcut, in_planes, out_planes, stride, norm=False) if residual else None
+            make_shortcut(shortcut, in_planes, out_planes, stride, norm=None) if residual else None
         )
         self.drop_path: nn.Module = nn.Identity()
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        out = self.relu(self.bn1(x))
+        out = self.act(self.bn1(x))
         identity = _preact_shortcut(self.downsample, x, out)
         out = self.conv1(out)
-        out = self.conv2(self.relu(self.bn2(out)))
-        out = self.conv3(self.relu(self.bn3(out)))
+        out = self.conv2(self.act(self.bn2(out)))
+        out = self.conv3(self.act(self.bn3(out)))
         return self.drop_path(out) + identity if self.residual else out
+
+    def branch_end(self) -> nn.Module:
+        """The layer whose output is the residual branch F(x)."""
+        return self.conv3
 
     def lesioned(self, x: torch.Tensor) -> torch.Tensor:
         """The unit's output with its residual branch deleted: the shortcut alone."""
         if not self.residual:
             return _pass_through(self, x)
-        return _preact_shortcut(self.downsample, x, self.relu(self.bn1(x)))
+        return _preact_shortcut(self.downsample, x, self.act(self.bn1(x)))
 
     def zero_init_last(self) -> None:
         """Zero the branch's last conv so the unit starts as the identity."""

@@ -13,17 +13,22 @@ import torch
 from torch import nn
 
 from .blocks import (
-    BasicBlock,
     Block,
     Bottleneck,
-    PreActBasicBlock,
     PreActBottleneck,
     Shortcut,
 )
 from .depth import StochasticDepth, default_segments, drop_probabilities, run_checkpointed
+from .init import initialise
+from .layers import ActLayer, NormLayer, make_norm
+from .units import FixupBlock, LongSkipStage
 
 Stem = Literal["cifar", "imagenet"]
-BlockType = type[BasicBlock] | type[Bottleneck] | type[PreActBasicBlock] | type[PreActBottleneck]
+BlockType = type[nn.Module]
+
+
+def _relu() -> nn.Module:
+    return nn.ReLU(inplace=True)
 
 
 class ResNet(nn.Module):
@@ -45,30 +50,42 @@ class ResNet(nn.Module):
         width_per_group: int = 64,
         drop_path: float = 0.0,
         checkpoint_segments: int | str = 0,
+        act_layer: ActLayer = _relu,
+        norm_layer: NormLayer = nn.BatchNorm2d,
+        drop_rate: float = 0.0,
+        long_skip: bool = False,
+        init: str = "he_fan_out",
+        init_gain: float = 2.0**0.5,
     ) -> None:
         super().__init__()
         if len(layers) != len(stage_planes):
             raise ValueError("layers and stage_planes must have the same length")
         self.residual = residual
         self.num_classes = num_classes
+        self.init = init
+        self.long_skip = long_skip
         bottleneck = block in (Bottleneck, PreActBottleneck)
         # A basic block's width scales all its channels; a bottleneck's scales only the inner 3x3.
         planes = [p if bottleneck else round(p * width) for p in stage_planes]
         block_kwargs: dict[str, object] = {"shortcut": shortcut, "residual": residual}
         if bottleneck:
             block_kwargs |= {"groups": groups, "width_per_group": width_per_group, "width": width}
+        if act_layer is not _relu or norm_layer is not nn.BatchNorm2d:
+            block_kwargs |= {"act_layer": act_layer, "norm_layer": norm_layer}
+        if drop_rate:
+            block_kwargs["drop_rate"] = drop_rate
 
         self.in_planes = planes[0]
-        self._make_stem(stem, in_channels, self.in_planes)
+        self._make_stem(stem, in_channels, self.in_planes, act_layer, norm_layer)
         for i, (n, p) in enumerate(zip(layers, planes, strict=True)):
             stride = 1 if i == 0 else 2
             setattr(self, f"layer{i + 1}", self._make_layer(block, p, n, stride, block_kwargs))
         self.num_features = self.in_planes
-        self._make_final_activation()
+        self._make_final_activation(norm_layer)
         self.avgpool = nn.AdaptiveAvgPool2d(1)
         self.fc = nn.Linear(self.num_features, num_classes)
         self.num_stages = len(layers)
-        self._init_weights(zero_init_residual)
+        self._init_weights(zero_init_residual, init, init_gain)
         self.drop_path = drop_path
         if drop_path:  # stochastic depth: deeper branches dropped more often
             blocks = self.blocks()
@@ -83,47 +100,55 @@ class ResNet(nn.Module):
         """
         self.checkpoint_segments = default_segments(len(self.blocks())) if segments is None else segments
 
-    def _make_stem(self, stem: Stem, in_channels: int, planes: int) -> None:
+    def _make_stem(
+        self, stem: Stem, in_channels: int, planes: int, act_layer: ActLayer, norm_layer: NormLayer
+    ) -> None:
+        bias = norm_layer is None
         if stem == "cifar":
-            self.conv1 = nn.Conv2d(in_channels, planes, 3, padding=1, bias=False)
+            self.conv1 = nn.Conv2d(in_channels, planes, 3, padding=1, bias=bias)
             self.maxpool: nn.Module = nn.Identity()
         else:
-            self.conv1 = nn.Conv2d(in_channels, planes, 7, stride=2, padding=3, bias=False)
+            self.conv1 = nn.Conv2d(in_channels, planes, 7, stride=2, padding=3, bias=bias)
             self.maxpool = nn.MaxPool2d(3, stride=2, padding=1)
-        self.bn1 = nn.BatchNorm2d(planes)
-        self.relu = nn.ReLU(inplace=True)
+        self.bn1 = make_norm(norm_layer, planes)
+        self.act = act_layer()
 
-    def _make_final_activation(self) -> None:
-        """Original units end in ReLU already; pre-activation nets add BN-ReLU here."""
+    def _make_final_activation(self, norm_layer: NormLayer) -> None:
+        """Original units end in their activation already; pre-activation nets add BN-ReLU here."""
 
     def _make_layer(
         self, block: BlockType, planes: int, blocks: int, stride: int, kwargs: dict[str, object]
     ) -> nn.Sequential:
+        in_planes = self.in_planes
         layers: list[nn.Module] = []
         for i in range(blocks):
             layers.append(block(self.in_planes, planes, stride if i == 0 else 1, **kwargs))
-            self.in_planes = planes * block.expansion
+            self.in_planes = planes * getattr(block, "expansion", 1)
+        if self.long_skip:
+            return LongSkipStage(*layers, in_planes=in_planes, planes=self.in_planes, stride=stride)
         return nn.Sequential(*layers)
 
-    def _init_weights(self, zero_init_residual: bool) -> None:
-        # He et al. 2015 ("Delving deep") normal init; fan_out as in the authors' Torch code.
-        for m in self.modules():
-            if isinstance(m, nn.Conv2d):
-                nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
-            elif isinstance(m, nn.BatchNorm2d):
-                nn.init.ones_(m.weight)
-                nn.init.zeros_(m.bias)
+    def _init_weights(self, zero_init_residual: bool, scheme: str, gain: float) -> None:
+        # Default: He et al. 2015 ("Delving deep") normal init, fan-out as in the authors' Torch code.
+        initialise(self, scheme, gain)
         if zero_init_residual:
             for m in self.blocks():
                 m.zero_init_last()
+        blocks = self.blocks()
+        for b in blocks:
+            if hasattr(b, "post_init"):  # gated and normalisation-free units set their own parts
+                b.post_init(len(blocks))
+        if any(isinstance(b, FixupBlock) for b in blocks):  # Fixup zeroes the classifier too
+            nn.init.zeros_(self.fc.weight)
+            nn.init.zeros_(self.fc.bias)
 
     def blocks(self) -> list[Block]:
         """All residual (or plain) blocks, input to output."""
         return [b for i in range(self.num_stages) for b in getattr(self, f"layer{i + 1}")]
 
     def stem(self, x: torch.Tensor) -> torch.Tensor:
-        """The first convolution (and its BN, ReLU and pooling)."""
-        return self.maxpool(self.relu(self.bn1(self.conv1(x))))
+        """The first convolution (and its BN, activation and pooling)."""
+        return self.maxpool(self.act(self.bn1(self.conv1(x))))
 
     def forward_features(self, x: torch.Tensor) -> torch.Tensor:
         """The feature map before global pooling."""
@@ -145,17 +170,19 @@ class ResNet(nn.Module):
 class PreActResNet(ResNet):
     """Pre-activation residual net (He et al. 2016): conv stem, BN-ReLU units, final BN-ReLU."""
 
-    def _make_stem(self, stem: Stem, in_channels: int, planes: int) -> None:
-        super()._make_stem(stem, in_channels, planes)
+    def _make_stem(
+        self, stem: Stem, in_channels: int, planes: int, act_layer: ActLayer, norm_layer: NormLayer
+    ) -> None:
+        super()._make_stem(stem, in_channels, planes, act_layer, norm_layer)
         del self.bn1  # the first unit starts with BN-ReLU, so the stem is a bare convolution
 
     def stem(self, x: torch.Tensor) -> torch.Tensor:
         """The first convolution (and pooling, for an ImageNet stem)."""
         return self.maxpool(self.conv1(x))
 
-    def _make_final_activation(self) -> None:
-        self.bn_final = nn.BatchNorm2d(self.num_features)
+    def _make_final_activation(self, norm_layer: NormLayer) -> None:
+        self.bn_final = make_norm(norm_layer, self.num_features)
 
     def forward_features(self, x: torch.Tensor) -> torch.Tensor:
         """The feature map after the final BN-ReLU, before global pooling."""
-        return self.relu(self.bn_final(super().forward_features(x)))
+        return self.act(self.bn_final(super().forward_features(x)))

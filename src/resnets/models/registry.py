@@ -11,7 +11,10 @@ from torch import nn
 
 from ..errors import ResnetsError, unknown_name
 from .blocks import SHORTCUTS, BasicBlock, Bottleneck, PreActBasicBlock, PreActBottleneck
+from .init import INITS, gain_for
+from .layers import ACTIVATIONS, NORMS, activation_factory, norm_factory, tat_slope
 from .networks import PreActResNet, ResNet
+from .units import UNITS
 
 
 @dataclass(frozen=True)
@@ -44,11 +47,23 @@ _OPTIONS = {
     "width_per_group": ("imagenet", "preact"),
     "drop_path": ("cifar", "imagenet", "preact"),
     "checkpoint_segments": ("cifar", "imagenet", "preact"),
+    # The remedies a deep plain net might try instead of identity shortcuts (resnets remedies).
+    "act": ("cifar", "imagenet", "preact"),
+    "act_slope": ("cifar", "imagenet", "preact"),
+    "tat_eta": ("cifar",),
+    "norm": ("cifar", "imagenet", "preact"),
+    "init": ("cifar", "imagenet", "preact"),
+    "drop_rate": ("cifar",),
+    "unit": ("cifar",),
+    "long_skip": ("cifar",),
 }
+UNIT_NAMES: tuple[str, ...] = ("basic", *UNITS)
+_NORM_FREE_UNITS = ("fixup", "skipinit", "rezero")  # shortcut units that replace BatchNorm
+_GATED_UNITS = ("highway",)  # skip connections short of an identity: built on plain nets
 
 
-def _cifar(n: int, residual: bool, **kw: Any) -> ResNet:
-    return ResNet(BasicBlock, [n] * 3, [16, 32, 64], stem="cifar", residual=residual, **kw)
+def _cifar(n: int, residual: bool, block: type[nn.Module] = BasicBlock, **kw: Any) -> ResNet:
+    return ResNet(block, [n] * 3, [16, 32, 64], stem="cifar", residual=residual, **kw)
 
 
 def _imagenet(block: type, layers: list[int], residual: bool, **kw: Any) -> ResNet:
@@ -166,7 +181,27 @@ def create_model(name: str, num_classes: int | None = None, **options: Any) -> n
     classes = spec.num_classes if num_classes is None else num_classes
     if not isinstance(classes, int) or isinstance(classes, bool) or classes < 1:
         raise ResnetsError(f"num_classes must be a positive integer, got {classes!r}")
-    return spec.build(num_classes=classes, **opts)
+    return spec.build(num_classes=classes, **_layer_options(spec, opts))
+
+
+def _layer_options(spec: ModelSpec, opts: dict[str, Any]) -> dict[str, Any]:
+    """Names of layers and units turned into what the network takes (factories, block types)."""
+    opts = dict(opts)
+    act, slope, eta = opts.pop("act", "relu"), opts.pop("act_slope", None), opts.pop("tat_eta", 0.9)
+    unit = opts.pop("unit", "basic")
+    norm = opts.pop("norm", "none" if unit in _NORM_FREE_UNITS else "batchnorm")
+    if act == "trelu" and slope is None:  # TAT: the slope that gives the whole net C_f(0) = eta
+        slope = tat_slope(spec.depth - 1, eta)
+    slope = 0.01 if slope is None else float(slope)
+    if act != "relu":
+        opts["act_layer"] = activation_factory(act, slope)
+    if norm != "batchnorm":
+        opts["norm_layer"] = norm_factory(norm)
+    if act != "relu" or opts.get("init", "he_fan_out") != "he_fan_out":
+        opts["init_gain"] = gain_for(act, slope)
+    if unit != "basic":
+        opts["block"] = UNITS[unit]
+    return opts
 
 
 def _check_options(spec: ModelSpec, given: dict[str, Any], opts: dict[str, Any]) -> None:
@@ -195,6 +230,7 @@ def _check_options(spec: ModelSpec, given: dict[str, Any], opts: dict[str, Any])
         raise ResnetsError(
             f"checkpoint_segments must be 'auto' or an integer >= 0 (0: off), not {segments!r}"
         )
+    _check_remedy_options(spec, given, opts)
     for key in ("in_channels", "groups", "width_per_group"):
         value = opts.get(key, 1)
         if not isinstance(value, int) or isinstance(value, bool) or value < 1:
@@ -205,6 +241,40 @@ def _check_options(spec: ModelSpec, given: dict[str, Any], opts: dict[str, Any])
     basic_blocks = spec.family != "cifar" and spec.depth in (18, 34, 110)
     if basic_blocks and (opts.get("groups", 1) != 1 or opts.get("width_per_group", 64) != 64):
         raise ResnetsError(f"groups and width_per_group need bottleneck blocks; {spec.name} has basic blocks")
+
+
+def _choice(key: str, value: Any, choices: tuple[str, ...]) -> None:
+    if value not in choices:
+        raise ResnetsError(f"{key} must be one of {', '.join(choices)}; got {value!r}")
+
+
+def _check_remedy_options(spec: ModelSpec, given: dict[str, Any], opts: dict[str, Any]) -> None:
+    """Activations, normalisation, initialisation, dropout and units: sensible and compatible."""
+    _choice("act", opts.get("act", "relu"), ACTIVATIONS)
+    _choice("norm", opts.get("norm", "batchnorm"), NORMS)
+    _choice("init", opts.get("init", "he_fan_out"), INITS)
+    unit = opts.get("unit", "basic")
+    _choice("unit", unit, UNIT_NAMES)
+    for key, low, high in (("act_slope", 0.0, 1.0), ("drop_rate", 0.0, 1.0), ("tat_eta", 0.0, 1.0)):
+        value = opts.get(key, low if key != "tat_eta" else 0.9)
+        if not isinstance(value, int | float) or isinstance(value, bool) or not low <= value < high:
+            raise ResnetsError(f"{key} must be a number in [{low:g}, {high:g}), got {value!r}")
+    if not isinstance(opts.get("long_skip", False), bool):
+        raise ResnetsError(f"long_skip must be true or false, got {opts['long_skip']!r}")
+    if unit in _NORM_FREE_UNITS:
+        if not spec.residual:
+            raise ResnetsError(
+                f"unit {unit!r} is a shortcut unit; use residual net {spec.twin}, not {spec.name}"
+            )
+        if opts.get("norm", "none") != "none":
+            raise ResnetsError(f"unit {unit!r} trains without normalisation; drop norm={opts['norm']!r}")
+    if (unit in _GATED_UNITS or opts.get("long_skip")) and spec.residual:
+        what = f"unit {unit!r}" if unit in _GATED_UNITS else "long_skip"
+        raise ResnetsError(f"{what} replaces identity shortcuts; use plain net {spec.twin}, not {spec.name}")
+    if unit != "basic" and opts.get("drop_path"):
+        raise ResnetsError(f"drop_path works on the basic units only, not unit {unit!r}")
+    if opts.get("long_skip") and opts.get("checkpoint_segments"):
+        raise ResnetsError("long_skip cannot be combined with activation checkpointing")
 
 
 def model_options() -> dict[str, tuple[str, ...]]:

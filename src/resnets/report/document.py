@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import base64
-import html
 import json
 import re
 from pathlib import Path
@@ -13,6 +11,7 @@ from ..experiments.degradation import ModelResult, StudyConfig
 from ..experiments.lesion import LesionResult, lesion_verdict
 from ..io import atomic_write_text
 from .figures import all_figures
+from .page import html_page, html_table, markdown_table
 from .verdict import verdict
 
 # He et al. 2015, Table 6: CIFAR-10 test error (%) of the residual nets.
@@ -26,6 +25,7 @@ CAPTIONS = {
     "lesion": "Test error of the deepest nets with one block deleted (the residual net keeps the block's shortcut; "
     "a plain block passes its input on, where the shape allows), and with k random blocks deleted.",
 }
+TABLE_NOTE = "Train error: the final model on the whole training set, no augmentation."
 TITLES = {"errors": "Error curves", "gradients": "Gradient flow", "responses": "Layer responses",
           "signal": "Signal propagation", "lesion": "Lesion study (Veit et al. 2016)"}  # fmt: skip
 
@@ -37,13 +37,21 @@ def table_rows(results: list[ModelResult], dataset: str) -> tuple[list[str], lis
         header.append("paper test error (CIFAR-10)")
     rows = []
     for r in results:
-        row = [r.model, str(r.depth), f"{r.params / 1e6:.2f}M", f"{100 * r.train_error:.2f}%",
-               f"{100 * r.test_error:.2f}%", f"{r.seconds:.0f} s"]  # fmt: skip
+        row = [r.model, str(r.depth), f"{r.params / 1e6:.2f}M", error_cell(r.train_error, r.diverged),
+               error_cell(r.test_error, r.diverged), f"{r.seconds:.0f} s"]  # fmt: skip
         if dataset == "cifar10":
             paper = PAPER_CIFAR10.get(r.depth) if r.residual else None
             row.append(f"{paper:.2f}%" if paper else "—")
         rows.append(row)
     return header, rows
+
+
+def error_cell(error: float, diverged: str | None) -> str:
+    """An error as a table cell; a diverged run says where it stopped."""
+    if diverged:
+        step = re.search(r"at step (\d+)", diverged)
+        return f"diverged (step {step.group(1)})" if step else "diverged"
+    return f"{100 * error:.2f}%"
 
 
 def _recipe(cfg: StudyConfig) -> str:
@@ -76,11 +84,6 @@ def _checkpointing_note(results: list[ModelResult], out: Path) -> str:
     )
 
 
-def _md_inline(text: str) -> str:
-    """The verdict's **bold** as HTML."""
-    return re.sub(r"\*\*(.+?)\*\*", r"<strong>\1</strong>", html.escape(text))
-
-
 def write_report(
     results: list[ModelResult], cfg: StudyConfig, command: str = "", lesions: list[LesionResult] | None = None
 ) -> dict[str, Path]:
@@ -97,47 +100,17 @@ def write_report(
     if command:
         md += ["```", command, "```", ""]
     md += ["## Verdict", ""] + [f"- {line}" for line in findings] + ["", "## Results", ""]
-    md += ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
-    md += ["| " + " | ".join(row) + " |" for row in rows]
-    md += ["", "Train error: the final model on the whole training set, no augmentation.", ""]
+    md += markdown_table(header, rows)
+    md += ["", TABLE_NOTE, ""]
     for key, path in figures.items():
         md += [f"## {TITLES[key]}", "", f"![{TITLES[key]}](figures/{path.name})", "", CAPTIONS[key], ""]
     atomic_write_text(out / "report.md", "\n".join(md))
 
-    def img(path: Path) -> str:
-        data = base64.b64encode(path.read_bytes()).decode("ascii")
-        return f'<img alt="{html.escape(path.stem)}" src="data:image/png;base64,{data}">'
-
-    table = (
-        "<table><thead><tr>" + "".join(f"<th>{html.escape(h)}</th>" for h in header) + "</tr></thead><tbody>"
-    )
-    for r, row in zip(results, rows, strict=True):
-        cls = "residual" if r.residual else "plain"
-        table += f'<tr class="{cls}">' + "".join(f"<td>{html.escape(c)}</td>" for c in row) + "</tr>"
-    table += "</tbody></table>"
-    sections = "".join(
-        f"<section><h2>{TITLES[k]}</h2>{img(p)}<p class=cap>{html.escape(CAPTIONS[k])}</p></section>"
-        for k, p in figures.items()
-    )
-    page = f"""<!doctype html>
-<html lang="en"><head><meta charset="utf-8"><title>resnets: degradation study ({html.escape(cfg.dataset)})</title>
-<style>
-body {{ font: 15px/1.5 system-ui, sans-serif; max-width: 1100px; margin: 2em auto; padding: 0 1em; color: #222; }}
-h1 {{ font-size: 1.6em; }} h2 {{ font-size: 1.2em; margin-top: 1.6em; border-bottom: 1px solid #ddd; }}
-table {{ border-collapse: collapse; margin: 1em 0; }} th, td {{ padding: .3em .8em; border-bottom: 1px solid #eee; text-align: right; }}
-th:first-child, td:first-child {{ text-align: left; }} tr.plain td:first-child {{ color: #8a4b00; }}
-tr.residual td:first-child {{ color: #0b5394; font-weight: 600; }}
-img {{ max-width: 100%; }} .cap {{ color: #555; font-size: .9em; }} .verdict li {{ margin: .4em 0; }}
-code, pre {{ background: #f5f5f5; padding: .2em .4em; }}
-</style></head><body>
-<h1>Plain vs residual: the degradation study</h1>
-<p>{_md_inline(_recipe(cfg))}</p>{f"<p>{_md_inline(note)}</p>" if note else ""}
-{f"<pre>{html.escape(command)}</pre>" if command else ""}
-<h2>Verdict</h2><ul class="verdict">{"".join(f"<li>{_md_inline(x)}</li>" for x in findings)}</ul>
-<h2>Results</h2>{table}<p class=cap>Train error: the final model on the whole training set, no augmentation.</p>
-{sections}
-</body></html>
-"""
+    classes = ["residual" if r.residual else "plain" for r in results]
+    page = html_page(
+        f"Plain vs residual: the degradation study ({cfg.dataset})", [_recipe(cfg), note], command, findings,
+        html_table(header, rows, classes), TABLE_NOTE, [(TITLES[k], p, CAPTIONS[k]) for k, p in figures.items()],
+    )  # fmt: skip
     atomic_write_text(out / "report.html", page)
     return {
         "html": out / "report.html",

@@ -12,7 +12,14 @@ MARGIN = 0.01
 
 
 def _pct(x: float) -> str:
-    return f"{100 * x:.2f}%"
+    return "diverged" if math.isnan(x) else f"{100 * x:.2f}%"
+
+
+def _worse(b: ModelResult, a: ModelResult) -> bool:
+    """b trains worse than a: more training error, or b diverged where a did not."""
+    if b.diverged or a.diverged:
+        return bool(b.diverged) and not a.diverged
+    return b.train_error > a.train_error + MARGIN
 
 
 def _by_depth(results: list[ModelResult], residual: bool) -> list[ModelResult]:
@@ -31,7 +38,13 @@ def verdict(results: list[ModelResult]) -> list[str]:
     if len(plain) >= 2:
         a, b = plain[0], plain[-1]
         errs = ", ".join(f"{r.model} {_pct(r.train_error)}" for r in plain)
-        if b.train_error > a.train_error + MARGIN:
+        if b.diverged and not a.diverged:
+            lines.append(
+                f"**Degradation seen, to the extreme.** {b.model} did not train at all "
+                f"({b.diverged.split(';')[0]}), while {a.model} reached {_pct(a.train_error)} training "
+                f"error. Plain nets by depth: {errs}."
+            )
+        elif _worse(b, a):
             lines.append(
                 f"**Degradation seen.** The deeper plain net trains worse: {b.model} ends with "
                 f"{_pct(b.train_error)} training error against {_pct(a.train_error)} for {a.model} "
@@ -46,7 +59,7 @@ def verdict(results: list[ModelResult]) -> list[str]:
     if len(res) >= 2:
         a, b = res[0], res[-1]
         errs = ", ".join(f"{r.model} {_pct(r.train_error)}" for r in res)
-        worse = b.train_error > a.train_error + MARGIN
+        worse = _worse(b, a)
         lines.append(
             f"**Residual nets {'do get worse' if worse else 'do not get worse'} with depth**: {b.model} "
             f"{_pct(b.train_error)} training / {_pct(b.test_error)} test error against {a.model} "
@@ -78,6 +91,11 @@ def verdict(results: list[ModelResult]) -> list[str]:
             f"**Gradients at initialisation.** {p.model}: weight-gradient norms from {pl:.2g} to {ph:.2g} "
             f"(a {ph / pl:.0f}x spread); {r.model}: {rl:.2g} to {rh:.2g} ({rh / rl:.0f}x). " + shape
         )
+    trained = [x for x in plain if x.responses]
+    if trained and res:
+        p = trained[-1]
+        r = next((x for x in res if x.depth == p.depth and x.responses), None)
+    if trained and res and r is not None:
         pr, rr = statistics.fmean(p.responses), statistics.fmean(r.responses)
         smaller = rr < pr
         lines.append(

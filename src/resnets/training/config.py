@@ -31,6 +31,8 @@ class TrainConfig:
     momentum: float = 0.9
     nesterov: bool = False
     weight_decay: float = 1e-4
+    # Weight decay of the parameters whose names match a pattern ("layer3.*": 5e-3), first match wins.
+    decay_for: dict[str, float] = field(default_factory=dict)
     no_decay_on_norm_and_bias: bool = False
     schedule: str = "paper"  # lr /10 at 50% and 75% of the steps (the paper's 32k/48k of 64k)
     warmup_steps: int | None = None  # None: the paper's 400 steps at lr/10 for nets of depth >= 110
@@ -77,6 +79,10 @@ class TrainConfig:
         _finite("momentum", self.momentum, low=0.0, high=1.0, high_open=True)
         _finite("weight_decay", self.weight_decay, low=0.0)
         _finite("label_smoothing", self.label_smoothing, low=0.0, high=1.0, high_open=True)
+        if not isinstance(self.decay_for, dict):
+            raise ResnetsError(f"decay_for must map name patterns to weight decays, got {self.decay_for!r}")
+        for pattern, decay in self.decay_for.items():
+            _finite(f"weight decay for {pattern!r}", decay, low=0.0)
         if self.ema_decay is not None:
             _finite("ema_decay", self.ema_decay, low=0.0, high=1.0, low_open=True, high_open=True)
         for name in ("channels_last", "eval_flip", "nesterov", "no_decay_on_norm_and_bias", "sync_bn"):

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import ctypes
 import os
+import sys
 from dataclasses import dataclass
 
 import torch
@@ -13,19 +15,13 @@ from torch import nn
 AUTO_SHARE = 0.5
 
 
-def activation_bytes(model: nn.Module, image_shape: tuple[int, ...], batch: int) -> int:
-    """Bytes of activations a training step keeps for backward: every layer's output, fp32.
-
-    Of the right size: resnet1202 at batch 128 is estimated at 11.0 GiB and measured 11.2 GiB
-    of peak CUDA memory (H200, weights and gradients included) and 8 GB of peak RSS on the CPU;
-    preact_resnet1001 18.3 GiB against 18.4 GiB.
-    """
-    per_image = 0
+def _activation_sizes(model: nn.Module, image_shape: tuple[int, ...]) -> list[int]:
+    """Elements of each layer's output for one image, in forward order."""
+    sizes: list[int] = []
 
     def count(module: nn.Module, inputs: object, output: object) -> None:
-        nonlocal per_image
         if isinstance(output, torch.Tensor):
-            per_image += output.numel()
+            sizes.append(output.numel())
 
     # In-place layers (ReLU) write over their input's storage and identities add nothing.
     leaves = [
@@ -42,7 +38,54 @@ def activation_bytes(model: nn.Module, image_shape: tuple[int, ...], batch: int)
         model.train(was_training)
         for h in hooks:
             h.remove()
-    return per_image * batch * 4
+    return sizes
+
+
+def activation_bytes(model: nn.Module, image_shape: tuple[int, ...], batch: int) -> int:
+    """Bytes of activations a training step keeps for backward: every layer's output, fp32.
+
+    Of the right size: resnet1202 at batch 128 is estimated at 11.0 GiB and measured 11.2 GiB
+    of peak CUDA memory (H200, weights and gradients included) and 8 GB of peak RSS on the CPU;
+    preact_resnet1001 18.3 GiB against 18.4 GiB.
+    """
+    return sum(_activation_sizes(model, image_shape)) * batch * 4
+
+
+def largest_activation_bytes(
+    model: nn.Module, image_shape: tuple[int, ...], batch: int, element_bytes: int = 4
+) -> int:
+    """Bytes of the largest single activation tensor of a step."""
+    return max(_activation_sizes(model, image_shape), default=0) * batch * element_bytes
+
+
+# glibc's mallopt parameter and the largest threshold it accepts on 64-bit systems. Below the
+# smallest worth mapping the heap's slack is small and page faults would cost more than it.
+_M_MMAP_THRESHOLD = -3
+_MMAP_WORTH_IT = 4 * 2**20
+_MMAP_THRESHOLD_MAX = 32 * 2**20
+
+
+def map_large_blocks(threshold: int) -> int | None:
+    """Serve allocations of ``threshold`` bytes or more from fresh mmaps, returned to the OS on free.
+
+    Why: a checkpointed step frees and re-allocates the same activations many times, and glibc
+    keeps them in its heap, where mixed sizes fragment it: resnet1202 checkpointed at batch 128
+    peaks at ~4.4-5.0 GB of RSS for ~1.7 GB of live tensors (docs/performance.md). Mapping only
+    the largest tensors keeps the peak near the live size for little page-fault time. Returns the
+    threshold set, or None where it is too small to matter, or the C library has no mallopt
+    (not glibc) or refuses. The setting lasts for the process.
+    """
+    if not sys.platform.startswith("linux"):
+        return None
+    if threshold < _MMAP_WORTH_IT:
+        return None
+    threshold = min(int(threshold), _MMAP_THRESHOLD_MAX)
+    try:
+        mallopt = ctypes.CDLL(None).mallopt
+    except (OSError, AttributeError):
+        return None
+    mallopt.argtypes, mallopt.restype = [ctypes.c_int, ctypes.c_int], ctypes.c_int
+    return threshold if mallopt(_M_MMAP_THRESHOLD, threshold) == 1 else None
 
 
 def free_bytes(device: torch.device) -> int | None:
@@ -89,3 +132,13 @@ def choose_checkpointing(
     gib = 2.0**30
     on = free is not None and estimate > AUTO_SHARE * free
     return CheckpointingChoice("auto" if on else 0, on, estimate / gib, free / gib if free else None)
+
+
+def map_checkpointed_activations(
+    model: nn.Module, image_shape: tuple[int, ...], batch: int, precision: str, device: torch.device
+) -> int | None:
+    """On the CPU, a checkpointed model's largest activations come from mmap (``map_large_blocks``)."""
+    if device.type != "cpu" or not getattr(model, "checkpoint_segments", 0):
+        return None
+    element = 2 if precision in ("bf16", "fp16") else 4
+    return map_large_blocks(largest_activation_bytes(model, image_shape, batch, element))

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import fnmatch
 import shutil
 from dataclasses import dataclass
 
@@ -55,13 +56,22 @@ def resolve_fast_path(cfg: TrainConfig, device: torch.device, images: int, pixel
 
 
 def make_optimizer(model: nn.Module, cfg: TrainConfig, device: torch.device) -> torch.optim.SGD:
-    """SGD with momentum; optionally no weight decay on BN parameters and biases."""
-    decay, no_decay = [], []
-    for p in model.parameters():
-        (no_decay if cfg.no_decay_on_norm_and_bias and p.ndim <= 1 else decay).append(p)
-    groups = [{"params": decay, "weight_decay": cfg.weight_decay}]
-    if no_decay:
-        groups.append({"params": no_decay, "weight_decay": 0.0})
+    """SGD with momentum; per-layer weight decay by name pattern; optionally none on BN and biases."""
+    names = [name for name, _ in model.named_parameters()]
+    for pattern in cfg.decay_for:
+        if not fnmatch.filter(names, pattern):
+            raise ResnetsError(
+                f"weight decay pattern {pattern!r} matches no parameter of {cfg.model} "
+                f"(names look like {names[1]!r})"
+            )
+    by_decay: dict[float, list[nn.Parameter]] = {}
+    for name, p in model.named_parameters():
+        matched = (d for pattern, d in cfg.decay_for.items() if fnmatch.fnmatchcase(name, pattern))
+        decay = next(matched, cfg.weight_decay)
+        if cfg.no_decay_on_norm_and_bias and p.ndim <= 1:
+            decay = 0.0
+        by_decay.setdefault(decay, []).append(p)
+    groups = [{"params": params, "weight_decay": decay} for decay, params in by_decay.items()]
     # The fused kernel is faster on CUDA; on the CPU it measured the same as the default.
     fused = True if device.type == "cuda" else None
     return torch.optim.SGD(groups, lr=cfg.lr, momentum=cfg.momentum, nesterov=cfg.nesterov, fused=fused)

@@ -28,6 +28,7 @@ from ..diagnostics import GradientFlow
 from ..errors import ResnetsError
 from ..io import exclusive, remove_stale_temporaries
 from ..models import create_model, get_spec
+from ..models.init import lsuv_
 from ..models.interop import load_pretrained
 from . import distributed
 from .checkpoint import (
@@ -42,7 +43,7 @@ from .checkpoint import (
 from .config import TrainConfig
 from .ema import make_ema
 from .evaluate import evaluate
-from .memory import choose_checkpointing
+from .memory import choose_checkpointing, map_checkpointed_activations
 from .precision import check_precision, grad_scaler, resolve_precision
 from .progress import Progress
 from .rundir import (
@@ -60,6 +61,7 @@ from .step import compile_forward, forward_backward, make_optimizer, resolve_fas
 __all__ = ["CONFIG_FILE", "GRADIENTS_FILE", "METRICS_FILE", "Diverged", "Interrupted", "RunResult", "train"]
 
 DEFAULT_EPOCHS = 15
+LSUV_BATCH = 128  # training images LSUV scales the layers on (Mishkin & Matas used 32-1024)
 
 
 class Diverged(ResnetsError):
@@ -87,7 +89,11 @@ def build_model(cfg: TrainConfig, data: Dataset) -> nn.Module:
     """The config's model, sized for the dataset's channels and classes, seeded."""
     torch.manual_seed(cfg.seed)
     options = {"in_channels": data.image_shape[0], **cfg.model_options}
-    return create_model(cfg.model, num_classes=data.num_classes, **options)
+    model = create_model(cfg.model, num_classes=data.num_classes, **options)
+    if getattr(model, "init", None) == "lsuv":  # LSUV rescales each layer on a batch of training images
+        x, _ = next(iter(TensorLoader(data.train, LSUV_BATCH, data.mean, data.std, "cpu")))
+        lsuv_(model, x)
+    return model
 
 
 @dataclass
@@ -213,6 +219,9 @@ def _train(cfg: TrainConfig, ctx: distributed.Context, resume: bool, progress: b
         if cfg.compile:
             raise ResnetsError("--compile cannot be combined with activation checkpointing; use --no-compile")
         fast = dataclasses.replace(fast, compile=False)
+    mapped = map_checkpointed_activations(
+        model, tuple(data.image_shape), rank_batch // cfg.accumulate, fast.precision, device
+    )
 
     if ctx.main:
         write_config(run_dir, cfg, {
@@ -227,7 +236,8 @@ def _train(cfg: TrainConfig, ctx: distributed.Context, resume: bool, progress: b
             # The free memory behind an automatic choice is in its stderr line, not here: a re-run
             # of a finished run must leave config.json byte for byte as it was.
             "checkpointing": {"segments": getattr(model, "checkpoint_segments", 0), "auto": ckpt.auto,
-                              "activation_gib": ckpt.estimate_gib},
+                              "activation_gib": ckpt.estimate_gib,
+                              "mmap_threshold_mib": mapped / 2**20 if mapped else None},
         })  # fmt: skip
 
     # Model, optimizer, loss.

@@ -1,0 +1,200 @@
+"""Other ways across a deep stack: gated skips, long skips, and shortcut units without BatchNorm.
+
+- ``HighwayBlock`` (Srivastava et al. 2015): y = T(x) * H(x) + (1 - T(x)) * x, the gate T a
+  sigmoid of a convolution whose bias starts negative, so each block starts mostly carrying x.
+- ``LongSkipStage``: a stage of plain blocks with one identity connection over the whole stage
+  instead of one every two layers.
+- ``FixupBlock`` (Zhang et al. 2019): no normalisation; scalar biases before each layer and a
+  scalar multiplier, the branch's last convolution zeroed and the others scaled at init.
+- ``SkipInitBlock`` (De & Smith 2020): no normalisation; a learnable scalar, started at 0, ends
+  each residual branch.
+- ``ReZeroBlock`` (Bachlechner et al. 2020): x + alpha * F(x), alpha = 0, nothing after the add.
+
+All take a basic block's arguments, so a network builds them in its place.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from .blocks import PadShortcut, Shortcut, conv3x3, make_shortcut
+from .layers import ActLayer, NormLayer, make_norm
+
+# Highway gates start biased to carry: sigmoid(-2) = 0.12 of the transform, 0.88 of the input.
+HIGHWAY_GATE_BIAS = -2.0
+
+
+class Scale(nn.Module):
+    """Multiply by one learnable scalar (SkipInit's and ReZero's alpha)."""
+
+    def __init__(self, value: float = 0.0) -> None:
+        super().__init__()
+        self.alpha = nn.Parameter(torch.tensor(float(value)))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x * self.alpha
+
+
+class Bias(nn.Module):
+    """Add one learnable scalar (Fixup's biases)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.bias = nn.Parameter(torch.zeros(()))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x + self.bias
+
+
+def _carry(in_planes: int, planes: int, stride: int) -> nn.Module:
+    """The parameter-free path a skip takes: the identity, or option A where the shape changes."""
+    return PadShortcut(in_planes, planes, stride) if stride != 1 or in_planes != planes else nn.Identity()
+
+
+class _UnitBase(nn.Module):
+    """What the networks and the lesion study ask of every block."""
+
+    residual = True
+
+    def shortcut(self, x: torch.Tensor) -> torch.Tensor:
+        """The skip path alone."""
+        return self.downsample(x) if self.downsample is not None else x
+
+    def lesioned(self, x: torch.Tensor) -> torch.Tensor:
+        """The block's output with its branch deleted."""
+        return self.act(self.shortcut(x))
+
+    def zero_init_last(self) -> None:
+        """These units start with their branches at zero already."""
+
+    def post_init(self, blocks: int) -> None:
+        """The unit's own initialisation, after the network's scheme (``blocks``: how many there are)."""
+
+
+class HighwayBlock(_UnitBase):
+    """Two 3x3 convolutions H, gated against the input by T = sigmoid(conv3x3(x) + b), b < 0."""
+
+    def __init__(
+        self, in_planes: int, planes: int, stride: int = 1, shortcut: Shortcut = "A", residual: bool = True,
+        act_layer: ActLayer = nn.ReLU, norm_layer: NormLayer = nn.BatchNorm2d, drop_rate: float = 0.0,
+    ) -> None:  # fmt: skip
+        super().__init__()
+        bias = norm_layer is None
+        self.conv1 = conv3x3(in_planes, planes, stride, bias=bias)
+        self.bn1 = make_norm(norm_layer, planes)
+        self.act = act_layer()
+        self.conv2 = conv3x3(planes, planes, bias=bias)
+        self.bn2 = make_norm(norm_layer, planes)
+        self.gate = conv3x3(in_planes, planes, stride, bias=True)
+        self.downsample = _carry(in_planes, planes, stride)
+
+    def transform(self, x: torch.Tensor) -> torch.Tensor:
+        """H(x): the block's layers, activation included (a highway layer's nonlinear transform)."""
+        return self.act(self.bn2(self.conv2(self.act(self.bn1(self.conv1(x))))))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        t = torch.sigmoid(self.gate(x))
+        return t * self.transform(x) + (1.0 - t) * self.shortcut(x)
+
+    def branch_end(self) -> nn.Module:
+        """The last layer of the transform H."""
+        return self.bn2
+
+    def lesioned(self, x: torch.Tensor) -> torch.Tensor:
+        """Without its transform, a highway block carries its input."""
+        return self.shortcut(x)
+
+    def post_init(self, blocks: int) -> None:
+        """The gate's bias starts negative: the block starts by mostly carrying its input."""
+        nn.init.constant_(self.gate.bias, HIGHWAY_GATE_BIAS)
+
+
+class FixupBlock(_UnitBase):
+    """Fixup's basic block: bias, conv, bias, act, bias, conv, scale, bias; plus the shortcut."""
+
+    def __init__(
+        self, in_planes: int, planes: int, stride: int = 1, shortcut: Shortcut = "A", residual: bool = True,
+        act_layer: ActLayer = nn.ReLU, norm_layer: NormLayer = None, drop_rate: float = 0.0,
+    ) -> None:  # fmt: skip
+        super().__init__()
+        self.bias1a, self.bias1b, self.bias2a, self.bias2b = Bias(), Bias(), Bias(), Bias()
+        self.conv1 = conv3x3(in_planes, planes, stride)
+        self.act = act_layer()
+        self.conv2 = conv3x3(planes, planes)
+        self.scale = Scale(1.0)
+        self.downsample = make_shortcut(shortcut, in_planes, planes, stride, norm=None)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        shifted = self.bias1a(x)
+        out = self.act(self.bias1b(self.conv1(shifted)))
+        out = self.bias2b(self.scale(self.conv2(self.bias2a(out))))
+        return self.act(out + self.shortcut(shifted))
+
+    def branch_end(self) -> nn.Module:
+        """The branch ends in its last scalar bias."""
+        return self.bias2b
+
+    def post_init(self, blocks: int) -> None:
+        """Scale conv1 by L^(-1/2) (m = 2 layers per branch) and zero conv2 (Fixup, Sec. 3)."""
+        branches = blocks
+        nn.init.kaiming_normal_(self.conv1.weight, mode="fan_in", nonlinearity="relu")
+        with torch.no_grad():
+            self.conv1.weight.mul_(branches**-0.5)
+        nn.init.zeros_(self.conv2.weight)
+        if isinstance(self.downsample, nn.Sequential):
+            nn.init.kaiming_normal_(self.downsample[0].weight, mode="fan_in", nonlinearity="linear")
+
+
+class SkipInitBlock(_UnitBase):
+    """A basic block without BN whose branch ends in a learnable scalar started at 0."""
+
+    def __init__(
+        self, in_planes: int, planes: int, stride: int = 1, shortcut: Shortcut = "A", residual: bool = True,
+        act_layer: ActLayer = nn.ReLU, norm_layer: NormLayer = None, drop_rate: float = 0.0,
+    ) -> None:  # fmt: skip
+        super().__init__()
+        self.conv1 = conv3x3(in_planes, planes, stride, bias=True)
+        self.act = act_layer()
+        self.conv2 = conv3x3(planes, planes, bias=True)
+        self.skip_gain = Scale(0.0)
+        self.downsample = make_shortcut(shortcut, in_planes, planes, stride, norm=None)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        out = self.skip_gain(self.conv2(self.act(self.conv1(x))))
+        return self.act(out + self.shortcut(x))
+
+    def branch_end(self) -> nn.Module:
+        """The scalar that ends the branch."""
+        return self.skip_gain
+
+
+class ReZeroBlock(SkipInitBlock):
+    """x + alpha * F(x) with alpha = 0 and no activation after the sum: a pure identity path."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.shortcut(x) + self.skip_gain(self.conv2(self.act(self.conv1(x))))
+
+    def lesioned(self, x: torch.Tensor) -> torch.Tensor:
+        """Without its branch a ReZero block is its shortcut."""
+        return self.shortcut(x)
+
+
+class LongSkipStage(nn.Sequential):
+    """A stage of plain blocks with one parameter-free skip over all of them: y = stage(x) + x."""
+
+    def __init__(self, *blocks: nn.Module, in_planes: int, planes: int, stride: int) -> None:
+        super().__init__(*blocks)
+        # Kept out of the module tree: a Sequential runs every child, and the skip has no weights.
+        self.__dict__["skip"] = _carry(in_planes, planes, stride)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return super().forward(x) + self.__dict__["skip"](x)
+
+
+UNITS: dict[str, type[nn.Module]] = {
+    "highway": HighwayBlock,
+    "fixup": FixupBlock,
+    "skipinit": SkipInitBlock,
+    "rezero": ReZeroBlock,
+}
