@@ -7,7 +7,7 @@ import sys
 from collections.abc import Callable, Sequence
 
 from . import __version__
-from .commands import deploy, models, study, train
+from .commands import deploy, models, remedies, study, train
 from .errors import ResnetsError
 from .training.trainer import Interrupted
 
@@ -36,6 +36,7 @@ def build_parser() -> argparse.ArgumentParser:
     models.add_parser(sub)
     train.add_parsers(sub)
     study.add_parsers(sub)
+    remedies.add_parser(sub)
     deploy.add_parsers(sub)
     return parser
 

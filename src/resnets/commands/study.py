@@ -10,7 +10,8 @@ from ..errors import ResnetsError
 LESION_MAX_DEPTH = 200
 
 
-def _recipe_flags(p: argparse.ArgumentParser, epochs: int | None) -> None:
+def recipe_flags(p: argparse.ArgumentParser, epochs: int | None, seed: bool = True) -> None:
+    """The training-recipe flags every study shares."""
     p.add_argument("--dataset", default="digits", help="digits (built in, default), cifar10, mnist, ...")
     p.add_argument("--data-dir", help="folder holding the dataset's files")
     if epochs is not None:
@@ -22,7 +23,8 @@ def _recipe_flags(p: argparse.ArgumentParser, epochs: int | None) -> None:
     p.add_argument("--precision", default="auto", help="auto (bf16 if native, else fp32), fp32, bf16, fp16")
     p.add_argument("--channels-last", action=argparse.BooleanOptionalAction, default=True, help="NHWC layout")
     p.add_argument("--train-subset", type=int, help="train on a seeded subset of this many images")
-    p.add_argument("--seed", type=int, default=0)
+    if seed:
+        p.add_argument("--seed", type=int, default=0)
     p.add_argument("--device", default="auto")
     p.add_argument("--quiet", action="store_true", help="no per-model progress bars")
 
@@ -30,7 +32,7 @@ def _recipe_flags(p: argparse.ArgumentParser, epochs: int | None) -> None:
 def add_parsers(sub: argparse._SubParsersAction) -> None:
     """Register `resnets degradation` and `resnets diagnose`."""
     p = sub.add_parser("degradation", help="plain vs residual over depths: train, measure, report")
-    _recipe_flags(p, epochs=9)
+    recipe_flags(p, epochs=9)
     p.add_argument("--depths", type=int, nargs="+", default=[20, 32, 44, 56], help="default 20 32 44 56")
     p.add_argument("--family", default="cifar", help="cifar (resnetN/plainN, default) or preact")
     p.add_argument("--out", default="runs/degradation", help="study folder (default runs/degradation)")
@@ -51,7 +53,7 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
     d = sub.add_parser("diagnose", help="gradient flow and layer responses of a model and its twin")
     d.add_argument("--model", required=True, help="a residual or plain model; its twin is added")
     d.add_argument("--steps", type=int, default=100, help="training steps between the two measurements")
-    _recipe_flags(d, epochs=None)
+    recipe_flags(d, epochs=None)
     d.add_argument("--out", help="folder for runs and plots (default runs/diagnose-MODEL)")
     d.set_defaults(func=run_diagnose)
 

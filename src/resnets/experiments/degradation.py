@@ -125,7 +125,7 @@ class ModelResult:
         return row | {"diverged": self.diverged}
 
 
-def _check_study(path: Path, cfg: StudyConfig) -> None:
+def check_study(path: Path, cfg: StudyConfig) -> None:
     """A study folder re-run with other recipe settings is refused, naming the setting."""
     if not path.exists():
         return
@@ -169,7 +169,7 @@ def run_study(cfg: StudyConfig, progress: bool = True, log: Any = _log) -> list[
 
 
 def _run_study(cfg: StudyConfig, out: Path, progress: bool, log: Any) -> list[ModelResult]:
-    _check_study(out / STUDY_FILE, cfg)
+    check_study(out / STUDY_FILE, cfg)
     atomic_write_text(out / STUDY_FILE, json.dumps(dataclasses.asdict(cfg), indent=2) + "\n")
     data = load_dataset(cfg.dataset, cfg.data_dir)
     models = cfg.model_names()

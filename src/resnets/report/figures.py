@@ -26,7 +26,7 @@ def _colors(depths: Sequence[int]) -> dict[int, tuple[float, ...]]:
     return {d: cmap(0.1 + 0.75 * i / max(1, len(ordered) - 1)) for i, d in enumerate(ordered)}
 
 
-def _save(fig: Figure, path: Path) -> Path:
+def save_png(fig: Figure, path: Path) -> Path:
     with atomic_write(path) as f:
         fig.savefig(f, format="png", dpi=110, bbox_inches="tight")
     plt.close(fig)
@@ -53,7 +53,7 @@ def error_curves(results: list[ModelResult], path: Path) -> Path:
     top = max((100 * c["train_error"] for r in results for c in r.curves), default=100)
     axes[0].set_ylim(0, min(100, top * 1.05 + 1))
     fig.suptitle("Training and test error by depth (He et al. 2015, Fig. 6 layout)")
-    return _save(fig, path)
+    return save_png(fig, path)
 
 
 def gradient_flow(results: list[ModelResult], path: Path) -> Path:
@@ -74,7 +74,7 @@ def gradient_flow(results: list[ModelResult], path: Path) -> Path:
     axes[0].set_ylabel("‖∂L/∂W‖ of each conv / fc layer")
     axes[1].legend(fontsize=7, ncol=2)
     fig.suptitle("Gradient flow: plain (dashed) vs residual (solid)")
-    return _save(fig, path)
+    return save_png(fig, path)
 
 
 def layer_responses(results: list[ModelResult], path: Path) -> Path:
@@ -98,7 +98,7 @@ def layer_responses(results: list[ModelResult], path: Path) -> Path:
     axes[0].legend(fontsize=7, ncol=4)
     fig.suptitle("Layer responses after training: after BN, before ReLU/addition (Fig. 7 layout)")
     fig.tight_layout()
-    return _save(fig, path)
+    return save_png(fig, path)
 
 
 def signal_propagation(results: list[ModelResult], path: Path) -> Path:
@@ -124,7 +124,7 @@ def signal_propagation(results: list[ModelResult], path: Path) -> Path:
     ax.grid(alpha=0.3, which="both")
     ax.legend(fontsize=7, ncol=3)
     ax.set_title("Signal propagation at initialisation (BN in training mode)")
-    return _save(fig, path)
+    return save_png(fig, path)
 
 
 def lesion_figure(lesions: list[LesionResult], path: Path) -> Path:
@@ -146,7 +146,7 @@ def lesion_figure(lesions: list[LesionResult], path: Path) -> Path:
     for ax in (one, many):
         ax.grid(alpha=0.3)
         ax.legend(fontsize=8)
-    return _save(fig, path)
+    return save_png(fig, path)
 
 
 def all_figures(

@@ -1,0 +1,146 @@
+"""Matplotlib figures of the remedies study, each written as a PNG."""
+
+from __future__ import annotations
+
+import math
+import statistics
+from collections.abc import Sequence
+from pathlib import Path
+
+import matplotlib.pyplot as plt
+
+from ..experiments.remedies import GROUPS, ArmResult
+from .figures import save_png
+
+PLAIN_COLOR, RESIDUAL_COLOR = "#b45f06", "#0b5394"
+GROUP_COLORS = dict(zip(GROUPS, plt.get_cmap("tab10").colors, strict=False))
+
+
+def _deepest_first_seed(results: Sequence[ArmResult]) -> list[ArmResult]:
+    depth = max(r.depth for r in results)
+    return [r for r in results if r.depth == depth and r.seed == 0]
+
+
+def _mean(values: Sequence[float]) -> float:
+    return math.nan if any(math.isnan(v) for v in values) else statistics.fmean(values)
+
+
+def arms_figure(results: Sequence[ArmResult], path: Path) -> Path:
+    """Horizontal bars: each arm's final training error at the deepest depth, seeds as ticks."""
+    depth = max(r.depth for r in results)
+    names: list[str] = []
+    for r in results:
+        if r.depth == depth and r.arm not in names:
+            names.append(r.arm)
+    fig, ax = plt.subplots(figsize=(9, 0.34 * len(names) + 1.6))
+    ref = {n: _mean([r.train_error for r in results if r.arm == n and r.depth == depth]) for n in names}
+    if "plain" in ref and not math.isnan(ref["plain"]):
+        ax.axvline(100 * ref["plain"], color=PLAIN_COLOR, lw=6, alpha=0.18)
+    if "resnet" in ref and not math.isnan(ref["resnet"]):
+        ax.axvline(100 * ref["resnet"], color=RESIDUAL_COLOR, lw=1.2)
+    top = max([100 * v for v in ref.values() if not math.isnan(v)], default=100)
+    for y, name in enumerate(names):
+        runs = [r for r in results if r.arm == name and r.depth == depth]
+        color = GROUP_COLORS.get(runs[0].group, "grey")
+        if math.isnan(ref[name]):
+            ax.text(0.5, y, "diverged", va="center", color="#a00", fontsize=8)
+            continue
+        ax.barh(y, 100 * ref[name], color=color, alpha=0.85)
+        ax.plot([100 * r.train_error for r in runs], [y] * len(runs), "|", color="black", ms=9)
+    ax.set_yticks(range(len(names)), names)
+    ax.invert_yaxis()
+    ax.set_xlim(0, min(100, top * 1.1 + 1))
+    ax.set_xlabel(f"final training error (%), depth {depth}")
+    handles = [
+        plt.Rectangle((0, 0), 1, 1, color=GROUP_COLORS[g]) for g in GROUPS if g in {r.group for r in results}
+    ]
+    ax.legend(handles, [g for g in GROUPS if g in {r.group for r in results}], fontsize=7, loc="lower right")
+    ax.grid(alpha=0.3, axis="x")
+    ax.set_title("Training error by arm (grey band: plain net; blue line: residual net)")
+    return save_png(fig, path)
+
+
+def depth_figure(results: Sequence[ArmResult], path: Path) -> Path:
+    """Each arm's final training error (mean over seeds) against depth."""
+    fig, ax = plt.subplots(figsize=(9, 4.5))
+    depths = sorted({r.depth for r in results})
+    for name in dict.fromkeys(r.arm for r in results):
+        runs = [r for r in results if r.arm == name]
+        ys = [100 * _mean([r.train_error for r in runs if r.depth == d]) for d in depths]
+        style = {"lw": 2.4, "color": PLAIN_COLOR if name == "plain" else RESIDUAL_COLOR} if name in (
+            "plain", "resnet") else {"lw": 1, "color": GROUP_COLORS.get(runs[0].group, "grey")}  # fmt: skip
+        ax.plot(depths, ys, marker="o", label=name, **style)
+    ax.set_xscale("log")
+    ax.set_xticks(depths, [str(d) for d in depths])
+    ax.set_xlabel("depth")
+    ax.set_ylabel("final training error (%)")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=7, ncol=3)
+    ax.set_title("Training error against depth, by arm (diverged runs leave gaps)")
+    return save_png(fig, path)
+
+
+def curves_figure(results: Sequence[ArmResult], path: Path) -> Path:
+    """One panel per group: training error by epoch of its arms, plain and residual for reference."""
+    runs = _deepest_first_seed(results)
+    groups = [
+        g for g in GROUPS if any(r.group == g for r in runs) and g not in ("baseline", "identity shortcuts")
+    ]
+    cols = 3
+    rows = max(1, math.ceil(len(groups) / cols))
+    fig, axes = plt.subplots(rows, cols, figsize=(12, 3.2 * rows), sharey=True, squeeze=False)
+    refs = {r.arm: r for r in runs if r.arm in ("plain", "resnet")}
+    for ax, group in zip(axes.flat, groups, strict=False):
+        for name, ref in refs.items():
+            color = PLAIN_COLOR if name == "plain" else RESIDUAL_COLOR
+            ax.plot([c["epoch"] for c in ref.curves], [100 * c["train_error"] for c in ref.curves],
+                    color=color, lw=2.2, alpha=0.5, label=name)  # fmt: skip
+        for r in (r for r in runs if r.group == group):
+            ax.plot([c["epoch"] for c in r.curves], [100 * c["train_error"] for c in r.curves], lw=1.3,
+                    label=r.arm + (" (diverged)" if r.diverged else ""))  # fmt: skip
+        ax.set_title(group, fontsize=10)
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=7)
+        ax.set_xlabel("epoch")
+    for ax in list(axes.flat)[len(groups) :]:
+        ax.axis("off")
+    for ax in axes[:, 0]:
+        ax.set_ylabel("training error (%)")
+    fig.suptitle("Training curves by group (deepest depth, seed 0)")
+    fig.tight_layout()
+    return save_png(fig, path)
+
+
+def _per_layer(
+    results: Sequence[ArmResult], path: Path, key: str, ylabel: str, xlabel: str, title: str
+) -> Path:
+    fig, ax = plt.subplots(figsize=(10, 4.5))
+    for r in _deepest_first_seed(results):
+        values = getattr(r, key)
+        special = {"plain": (PLAIN_COLOR, 2.4), "resnet": (RESIDUAL_COLOR, 2.4)}
+        color, lw = special.get(r.arm, (GROUP_COLORS.get(r.group, "grey"), 0.9))
+        ax.plot(range(1, len(values) + 1), values, color=color, lw=lw, label=r.arm)
+    ax.set_yscale("log")
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel(ylabel)
+    ax.grid(alpha=0.3, which="both")
+    ax.legend(fontsize=6, ncol=4)
+    ax.set_title(title)
+    return save_png(fig, path)
+
+
+def remedy_figures(results: Sequence[ArmResult], folder: Path) -> dict[str, Path]:
+    """Every figure of the remedies report, by key."""
+    figures = {"arms": arms_figure(results, folder / "arms.png")}
+    if len({r.depth for r in results}) > 1:
+        figures["depth"] = depth_figure(results, folder / "depth.png")
+    figures["curves"] = curves_figure(results, folder / "curves.png")
+    figures["gradients"] = _per_layer(
+        results, folder / "gradients.png", "grad_init", "‖∂L/∂W‖", "layer (input → output)",
+        "Gradient flow at initialisation: plain (orange), residual (blue), remedies (by group colour)",
+    )  # fmt: skip
+    figures["signal"] = _per_layer(
+        results, folder / "signal.png", "signal_variance", "average channel variance",
+        "block (input → output)", "Signal propagation at initialisation (block outputs)",
+    )  # fmt: skip
+    return figures
