@@ -13,7 +13,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
         "remedies", help="deep plain net + other remedies vs identity shortcuts: train, report"
     )
-    recipe_flags(p, epochs=6, seed=False)
+    recipe_flags(p, epochs=9, seed=False)
     p.add_argument("--depths", type=int, nargs="+", default=[56], help="depths of the nets (default 56)")
     p.add_argument("--arms", nargs="+", help="run only these arms (default all; see --list)")
     p.add_argument("--seeds", type=int, default=1, help="seeds per arm, for the mean and spread (default 1)")

@@ -155,4 +155,29 @@ def load_dataset(name: str, data_dir: str | os.PathLike[str] | None = None, **op
     if not source.needs_dir:
         return source.load(**options)
     folder = Path(data_dir) if data_dir is not None else default_data_dir()
-    return source.load(folder, **options)
+    # A study loads the same files once per model: keep the last folder dataset while no file
+    # under the folder changed (decoding an image folder can take longer than training a net).
+    try:
+        key = (name, str(folder.resolve()), repr(sorted(options.items())), _signature(folder))
+    except OSError:
+        key = None
+    if key is not None and _last_loaded.get("key") == key:
+        return _last_loaded["data"]
+    data = source.load(folder, **options)
+    _last_loaded.clear()
+    if key is not None:
+        _last_loaded.update(key=key, data=data)
+    return data
+
+
+_last_loaded: dict[str, object] = {}
+
+
+def _signature(folder: Path) -> tuple[tuple[str, int, int], ...]:
+    """Path, size and modification time of every file under ``folder``."""
+    out = []
+    for root, _, files in os.walk(folder):
+        for f in files:
+            st = os.stat(os.path.join(root, f))
+            out.append((os.path.join(root, f), st.st_size, st.st_mtime_ns))
+    return tuple(sorted(out))
