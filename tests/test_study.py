@@ -188,3 +188,20 @@ def test_a_study_folder_has_one_writer(tmp_path: Path) -> None:
         proc = run_cli("degradation", "--depths", "20", "--epochs", "1", "--out", str(out))
     assert_clean_error(proc, f"{out} is being written by another study (pid {os.getpid()} on ")
     assert not (out / "study.json").exists()
+
+
+def test_a_diverged_plain_net_is_degradation_to_the_extreme() -> None:
+    from resnets.report.document import table_rows
+
+    deep = _result("plain1202", 1202, False, float("nan"))
+    deep.diverged = "loss became nan at step 2; lower the learning rate"
+    deep.grad_init, deep.responses = [float("nan"), 1e19, 0.3, 1.0], []
+    results = [_result("plain20", 20, False, 0.1), deep, _result("resnet20", 20, True, 0.01),
+               _result("resnet1202", 1202, True, 0.02)]  # fmt: skip
+    text = " ".join(verdict(results))
+    assert "Degradation seen, to the extreme.** plain1202 did not train at all (loss became nan at step 2)" in text
+    assert "overflow the float range" in text  # not "vanish": the first conv's norm is NaN
+    assert "Layer responses" in text and "plain20" in text  # compared where both nets trained
+    _, rows = table_rows(results, "digits")
+    assert rows[1][3:5] == ["diverged (step 2)", "diverged (step 2)"]
+    assert deep.summary()["train_error"] is None and deep.summary()["diverged"].startswith("loss became nan")

@@ -15,6 +15,10 @@ def _pct(x: float) -> str:
     return "diverged" if math.isnan(x) else f"{100 * x:.2f}%"
 
 
+def _ratio(x: float) -> str:
+    return f"{x:.0f}x" if x < 1e6 else f"{x:.2g}x"
+
+
 def _worse(b: ModelResult, a: ModelResult) -> bool:
     """b trains worse than a: more training error, or b diverged where a did not."""
     if b.diverged or a.diverged:
@@ -70,7 +74,12 @@ def verdict(results: list[ModelResult]) -> list[str]:
         (pl, ph), (rl, rh) = _span(p.grad_init), _span(r.grad_init)
         # First conv vs last conv (the fc is left out: its gradient has a scale of its own).
         first, last = p.grad_init[0], p.grad_init[-2]
-        if ph / pl <= 100:
+        if not (math.isfinite(first) and math.isfinite(last)):
+            shape = (
+                f"In the plain net they overflow the float range ({first:.2g} at the first conv, {last:.2g} "
+                "at the last): they explode backwards, while the shortcuts keep the residual net's bounded."
+            )
+        elif ph / pl <= 100:
             shape = (
                 "The plain net's gradients neither vanish nor explode at initialisation (BN keeps their "
                 "norms healthy, as the paper notes in Sec. 4.1): its trouble is not simply the gradient size."
@@ -89,7 +98,7 @@ def verdict(results: list[ModelResult]) -> list[str]:
             )
         lines.append(
             f"**Gradients at initialisation.** {p.model}: weight-gradient norms from {pl:.2g} to {ph:.2g} "
-            f"(a {ph / pl:.0f}x spread); {r.model}: {rl:.2g} to {rh:.2g} ({rh / rl:.0f}x). " + shape
+            f"(a {_ratio(ph / pl)} spread); {r.model}: {rl:.2g} to {rh:.2g} ({_ratio(rh / rl)}). " + shape
         )
     trained = [x for x in plain if x.responses]
     if trained and res:
