@@ -26,7 +26,7 @@ TITLES = {
 }
 CAPTIONS = {
     "arms": "Final training error of each arm (the final model on the whole training set, no augmentation); "
-    "bars: mean over seeds, ticks: each seed. Grey band: the plain net; blue line: the residual net.",
+    "bars: mean over seeds, ticks: each seed. Shaded band: the plain net; blue line: the residual net.",
     "depth": "Final training error of each arm at each depth studied.",
     "curves": "Training error (running average over each epoch, augmented) of every arm, by group; "
     "the plain (orange) and residual (blue) nets in every panel for reference.",

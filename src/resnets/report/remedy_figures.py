@@ -51,12 +51,11 @@ def arms_figure(results: Sequence[ArmResult], path: Path) -> Path:
     ax.invert_yaxis()
     ax.set_xlim(0, min(100, top * 1.1 + 1))
     ax.set_xlabel(f"final training error (%), depth {depth}")
-    handles = [
-        plt.Rectangle((0, 0), 1, 1, color=GROUP_COLORS[g]) for g in GROUPS if g in {r.group for r in results}
-    ]
-    ax.legend(handles, [g for g in GROUPS if g in {r.group for r in results}], fontsize=7, loc="lower right")
+    present = [g for g in GROUPS if g in {r.group for r in results}]
+    handles = [plt.Rectangle((0, 0), 1, 1, color=GROUP_COLORS[g]) for g in present]
+    ax.legend(handles, present, fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1.0))
     ax.grid(alpha=0.3, axis="x")
-    ax.set_title("Training error by arm (grey band: plain net; blue line: residual net)")
+    ax.set_title("Training error by arm (shaded band: plain net; blue line: residual net)")
     return save_png(fig, path)
 
 
