@@ -11,7 +11,7 @@ from ..experiments.degradation import ModelResult, StudyConfig
 from ..experiments.lesion import LesionResult, lesion_verdict
 from ..io import atomic_write_text
 from .figures import all_figures
-from .page import html_page, html_table, markdown_table
+from .page import html_page, html_table, markdown_table, sgd_recipe
 from .verdict import verdict
 
 # He et al. 2015, Table 6: CIFAR-10 test error (%) of the residual nets.
@@ -55,12 +55,9 @@ def error_cell(error: float, diverged: str | None) -> str:
 
 
 def _recipe(cfg: StudyConfig) -> str:
-    subset = f" (a {cfg.train_subset}-image subset)" if cfg.train_subset else ""
     return (
-        f"dataset **{cfg.dataset}**{subset}; {cfg.epochs} epochs of SGD (momentum 0.9, batch {cfg.batch_size}, "
-        f"peak lr {cfg.lr:g}, {cfg.schedule} schedule, weight decay {cfg.weight_decay:g}), precision {cfg.precision}, "
-        f"seed {cfg.seed}; the same recipe and seed for every model. Shortcuts: option A (parameter-free), "
-        "so each plain net has exactly its residual twin's parameters."
+        f"{sgd_recipe(cfg)}, seed {cfg.seed}; the same recipe and seed for every model. Shortcuts: "
+        "option A (parameter-free), so each plain net has exactly its residual twin's parameters."
     )
 
 

@@ -7,6 +7,7 @@ import html
 import re
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 STYLE = """
 body { font: 15px/1.5 system-ui, sans-serif; max-width: 1100px; margin: 2em auto; padding: 0 1em; }
@@ -20,6 +21,16 @@ tr.group td { background: #f7f7f7; font-weight: 600; text-align: left; }
 img { max-width: 100%; } .cap { color: #555; font-size: .9em; } .verdict li { margin: .4em 0; }
 code, pre { background: #f5f5f5; padding: .2em .4em; }
 """
+
+
+def sgd_recipe(cfg: Any) -> str:
+    """The recipe a study's runs share, in one sentence fragment (dataset, epochs, SGD settings)."""
+    subset = f" (a {cfg.train_subset}-image subset)" if cfg.train_subset else ""
+    return (
+        f"dataset **{cfg.dataset}**{subset}; {cfg.epochs} epochs of SGD (momentum 0.9, "
+        f"batch {cfg.batch_size}, peak lr {cfg.lr:g}, {cfg.schedule} schedule, "
+        f"weight decay {cfg.weight_decay:g}), precision {cfg.precision}"
+    )
 
 
 def md_inline(text: str) -> str:

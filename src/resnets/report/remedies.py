@@ -11,7 +11,7 @@ from typing import Any
 
 from ..experiments.remedies import GROUPS, ArmResult, RemediesConfig
 from ..io import atomic_write_text
-from .page import html_page, html_table, markdown_table
+from .page import html_page, html_table, markdown_table, sgd_recipe
 from .remedy_figures import remedy_figures
 
 # A difference counts only when larger than this and than twice the seeds' spread.
@@ -143,13 +143,10 @@ def verdict(results: Sequence[ArmResult]) -> list[str]:
 
 
 def _intro(cfg: RemediesConfig) -> str:
-    subset = f" (a {cfg.train_subset}-image subset)" if cfg.train_subset else ""
     return (
-        f"Dataset **{cfg.dataset}**{subset}; depth {', '.join(map(str, cfg.depths))}; {cfg.epochs} epochs "
-        f"of SGD (momentum 0.9, batch {cfg.batch_size}, peak lr {cfg.lr:g}, {cfg.schedule} schedule, "
-        f"weight decay {cfg.weight_decay:g}), precision {cfg.precision}, {cfg.seeds} seed(s): one recipe "
-        "for every arm. Each arm changes one thing of the plain net (or of the residual net, for the "
-        "units without BN)."
+        f"Depth {', '.join(map(str, cfg.depths))}; {sgd_recipe(cfg)}; {cfg.seeds} seed(s): one recipe for "
+        "every arm. Each arm changes one thing of the plain net (or of the residual net, for the units "
+        "without BN)."
     )
 
 
