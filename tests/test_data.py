@@ -24,7 +24,15 @@ from resnets.errors import ResnetsError, UnknownNameError
 
 
 def test_registered_datasets() -> None:
-    assert set(list_datasets()) == {"digits", "cifar10", "cifar100", "mnist", "imagefolder", "synthetic"}
+    assert set(list_datasets()) == {
+        "digits",
+        "cifar10",
+        "cifar100",
+        "mnist",
+        "imagefolder",
+        "shards",
+        "synthetic",
+    }
     with pytest.raises(UnknownNameError, match="did you mean cifar10"):
         load_dataset("cifar11")
 

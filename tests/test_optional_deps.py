@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 from PIL import Image
 
-EXTRAS = ("onnx", "onnxscript", "onnxruntime")
+EXTRAS = ("onnx", "onnxscript", "onnxruntime", "tensorboard")
 CORE_PYTHON = os.environ.get("RESNETS_CORE_PYTHON")
 TINY = ["--dataset", "digits", "--batch-size", "32", "--quiet"]
 
@@ -68,6 +68,16 @@ def test_onnx_export_names_what_to_install(core: Core, run_dir: Path, tmp_path: 
     assert len(err.splitlines()) == 1 and "Traceback" not in err, err
     assert "onnx, onnxscript, onnxruntime" in err and "pip install 'resnets[export]'" in err
     assert not (tmp_path / "m.onnx").exists()
+
+
+def test_tensorboard_logging_names_what_to_install(core: Core, tmp_path: Path) -> None:
+    run = tmp_path / "tb"
+    proc = core.cli("train", "--model", "resnet20", *TINY, "--iterations", "2", "--log", "tensorboard",
+                    "--out", str(run))  # fmt: skip
+    assert proc.returncode == 2, proc.stderr
+    err = proc.stderr.strip()
+    assert len(err.splitlines()) == 1 and "pip install 'resnets[tensorboard]'" in err, err
+    assert not (run / "config.json").exists()  # refused before any work
 
 
 def test_every_command_runs_without_the_extras(core: Core, run_dir: Path, tmp_path: Path) -> None:

@@ -241,3 +241,29 @@ def test_resume_falls_back_past_a_corrupt_checkpoint(tmp_path: Path) -> None:
     assert f"checkpoint {newest} is corrupt" in proc.stderr and "trying an older checkpoint" in proc.stderr
     steps = [json.loads(x)["step"] for x in (run / "metrics.jsonl").read_text().splitlines()]
     assert steps == [8]  # the step-6 line came from the lost checkpoint's future: dropped
+
+
+def test_tensorboard_log_mirrors_the_metrics_and_a_resume_drops_the_lost_steps(tmp_path: Path) -> None:
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    run = tmp_path / "tb"
+    args = [
+        "train",
+        "--model",
+        "resnet20",
+        *FAST,
+        "--eval-every",
+        "2",
+        "--log",
+        "tensorboard",
+        "--out",
+        str(run),
+    ]
+    assert run_cli(*args, "--iterations", "4").returncode == 0
+    assert run_cli("train", "--resume", "--out", str(run), "--iterations", "6", "--quiet").returncode == 0
+    events = EventAccumulator(str(run / "tensorboard"))
+    events.Reload()
+    logged = [(e.step, e.value) for e in events.Scalars("test_error")]
+    metrics = [json.loads(x) for x in (run / "metrics.jsonl").read_text().splitlines()]
+    assert logged == [(m["step"], pytest.approx(m["test_error"])) for m in metrics]
+    assert [s for s, _ in logged] == [2, 4, 6]

@@ -7,9 +7,9 @@ import sys
 from collections.abc import Callable, Sequence
 
 from . import __version__
-from .commands import deploy, models, remedies, study, train
+from .commands import data, deploy, models, remedies, study, train
 from .errors import ResnetsError
-from .training.trainer import Interrupted
+from .training.errors import Interrupted
 
 EXIT_USER_ERROR = 2
 EXIT_INTERRUPTED = 130
@@ -38,6 +38,7 @@ def build_parser() -> argparse.ArgumentParser:
     study.add_parsers(sub)
     remedies.add_parser(sub)
     deploy.add_parsers(sub)
+    data.add_parser(sub)
     return parser
 
 

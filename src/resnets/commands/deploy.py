@@ -80,8 +80,8 @@ def run_export(args: argparse.Namespace) -> int:
 def run_predict(args: argparse.Namespace) -> int:
     """Print the top-k classes of each image."""
     from ..deploy import predict_files
+    from ..training.device import resolve_device
     from ..training.runs import load_run
-    from ..training.trainer import resolve_device
 
     if args.top_k < 1:
         raise ResnetsError(f"top-k must be a positive integer, got {args.top_k}")

@@ -109,8 +109,8 @@ def _deepest_lesions(cfg, results: list) -> list:
     from pathlib import Path
 
     from ..experiments.lesion import study_lesions
+    from ..training.device import resolve_device
     from ..training.precision import resolve_precision
-    from ..training.trainer import resolve_device
 
     # One evaluation per block: the deepest depth of at most LESION_MAX_DEPTH (resnet1202's 600
     # blocks would take longer than its training on the CPU).
@@ -136,8 +136,8 @@ def run_lesion(args: argparse.Namespace) -> int:
     from ..experiments.lesion import LESION_FILE, lesion_run, lesion_verdict
     from ..io import atomic_write_text
     from ..report.figures import lesion_figure
+    from ..training.device import resolve_device
     from ..training.precision import resolve_precision
-    from ..training.trainer import resolve_device
 
     if args.draws < 1 or (args.max_k is not None and args.max_k < 1):
         raise ResnetsError("--draws and --max-k must be positive integers")

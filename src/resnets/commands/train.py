@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import sys
 from pathlib import Path
@@ -15,44 +16,94 @@ S = argparse.SUPPRESS  # only flags the user gave reach the config; the rest kee
 # Settings a resumed run may change: how long it goes and how often it reports.
 RESUME_MAY_CHANGE = {
     "epochs", "iterations", "eval_every", "checkpoint_every", "device", "keep_checkpoints", "compile",
+    "workers", "log",
 }  # fmt: skip
+
+
+def _default(name: str) -> str:
+    """' (default X)' from TrainConfig itself, so help text and config never disagree."""
+    from ..training.config import TrainConfig
+
+    value = next(f.default for f in dataclasses.fields(TrainConfig) if f.name == name)
+    return f" (default {value})"
 
 
 def add_parsers(sub: argparse._SubParsersAction) -> None:
     """Register `resnets train` and `resnets eval`."""
     p = sub.add_parser("train", help="train a model; writes a run directory (--out)",
                        argument_default=S)  # fmt: skip
-    p.add_argument(
-        "--recipe", help="start from a named recipe: fast (ResNet-20, CIFAR-10), fast94; flags override"
-    )
+    _run_flags(p)
+    _optimiser_flags(p)
+    _speed_flags(p)
+    _model_flags(p)
+    _data_flags(p)
+    p.set_defaults(func=run_train)
+    _eval_parser(sub)
+
+
+def _run_flags(p: argparse.ArgumentParser) -> None:
+    from ..training.recipes import RECIPES
+    from ..training.trainer import DEFAULT_EPOCHS
+
+    p.add_argument("--recipe", help=f"start from a named recipe ({', '.join(RECIPES)}); flags override it")
     p.add_argument("--config", help="JSON file of settings (config.json's keys); flags override it")
-    p.add_argument("--model", help="model name (see `resnets models`), default resnet20")
-    p.add_argument("--dataset", help="digits (built in), cifar10, cifar100, mnist, imagefolder, synthetic")
-    p.add_argument("--data-dir", help="folder holding the dataset's files")
-    p.add_argument("--out", help="run directory, default runs/run")
+    p.add_argument("--model", help="model name (see `resnets models`)" + _default("model"))
+    p.add_argument("--out", help="run directory" + _default("out"))
     p.add_argument("--resume", action="store_true", help="continue the run in --out from its last checkpoint")
     length = p.add_mutually_exclusive_group()
-    length.add_argument("--epochs", type=int, help="passes over the training set (default 15)")
+    length.add_argument("--epochs", type=int, help=f"passes over the training set (default {DEFAULT_EPOCHS})")
     length.add_argument("--iterations", type=int, help="optimisation steps instead of epochs")
-    p.add_argument("--batch-size", type=int, help="images per step, over all processes (default 128)")
+    p.add_argument("--eval-every", type=int, help="steps between evaluations (default: each epoch)")
+    p.add_argument(
+        "--checkpoint-every", type=int, help="steps between checkpoints (default: each evaluation)"
+    )
+    p.add_argument("--keep-checkpoints", type=int, help="checkpoints kept" + _default("keep_checkpoints"))
+    p.add_argument("--grad-every", type=int, help="record per-layer gradient norms every N steps")
+    p.add_argument(
+        "--log",
+        action="append",
+        choices=["tensorboard"],
+        help="also log to TensorBoard (RUN/tensorboard; pip install 'resnets[tensorboard]')",
+    )
+    p.add_argument(
+        "--seed", type=int, help="seed of initialisation, data order and augmentation" + _default("seed")
+    )
+    p.add_argument("--device", help="auto, cpu, cuda, cuda:N" + _default("device"))
+    p.add_argument("--quiet", action="store_true", help="no progress output")
+
+
+def _optimiser_flags(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--batch-size", type=int, help="images per step, over all processes" + _default("batch_size")
+    )
     p.add_argument("--accumulate", type=int, help="micro-batches per step (gradient accumulation)")
-    p.add_argument("--sync-bn", action="store_true", help="BatchNorm over the global batch (torchrun, CUDA)")
-    p.add_argument("--init-from", help="torchvision/timm-layout weights (.pth or .safetensors) to start from")
-    p.add_argument("--lr", type=float, help="peak learning rate (default 0.1)")
-    p.add_argument("--momentum", type=float, help="SGD momentum (default 0.9)")
+    p.add_argument("--lr", type=float, help="peak learning rate" + _default("lr"))
+    p.add_argument("--momentum", type=float, help="SGD momentum" + _default("momentum"))
     p.add_argument("--nesterov", action="store_true", help="Nesterov momentum")
-    p.add_argument("--weight-decay", type=float, help="L2 weight decay (default 1e-4)")
+    p.add_argument("--weight-decay", type=float, help="L2 weight decay" + _default("weight_decay"))
     p.add_argument(
         "--no-decay-on-norm-and-bias", action="store_true", help="no weight decay on BN and biases"
     )
-    p.add_argument("--schedule", help="paper (default), cosine, onecycle or constant")
+    p.add_argument(
+        "--decay-for", action="append", metavar="PATTERN=DECAY",
+        help="weight decay of parameters whose names match PATTERN (e.g. 'layer3.*=5e-3'); repeatable",
+    )  # fmt: skip
+    p.add_argument("--schedule", help="paper, cosine, onecycle, constant, imagenet (/10 at 1/3, 2/3)"
+                   + _default("schedule"))  # fmt: skip
     p.add_argument(
         "--warmup", type=int, dest="warmup_steps", help="warm-up steps (paper: 400 at lr/10 for depth >= 110)"
     )
-    p.add_argument("--label-smoothing", type=float, help="label smoothing (default 0)")
+    p.add_argument("--label-smoothing", type=float, help="label smoothing" + _default("label_smoothing"))
     p.add_argument(
-        "--precision", help="auto (default: bf16 where native, else fp32), fp32, bf16, fp16 (CUDA)"
+        "--ema", type=float, dest="ema_decay", help="evaluate/save a moving average of the weights"
     )
+    p.add_argument("--sync-bn", action="store_true", help="BatchNorm over the global batch (torchrun, CUDA)")
+    p.add_argument("--init-from", help="torchvision/timm-layout weights (.pth or .safetensors) to start from")
+
+
+def _speed_flags(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--precision", help="auto (bf16 where native, else fp32), fp32, bf16, fp16 (CUDA)"
+                   + _default("precision"))  # fmt: skip
     p.add_argument(
         "--channels-last", action=argparse.BooleanOptionalAction, help="NHWC memory format (default on)"
     )
@@ -61,28 +112,18 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
         help="torch.compile the model (default: when the run trains on >= 250k images)",
     )  # fmt: skip
     p.add_argument(
-        "--ema", type=float, dest="ema_decay", help="evaluate/save a moving average of the weights"
-    )
-    p.add_argument("--eval-flip", action="store_true", help="test-time augmentation: average with the mirror")
-    p.add_argument("--eval-every", type=int, help="steps between evaluations (default: each epoch)")
-    p.add_argument(
-        "--checkpoint-every", type=int, help="steps between checkpoints (default: each evaluation)"
-    )
-    p.add_argument("--keep-checkpoints", type=int, help="checkpoints kept (default 2)")
-    p.add_argument("--train-subset", type=int, help="train on a seeded subset of this many images")
-    p.add_argument("--grad-every", type=int, help="record per-layer gradient norms every N steps")
-    p.add_argument("--seed", type=int, help="seed of initialisation, data order and augmentation (default 0)")
-    p.add_argument("--device", help="auto (default), cpu, cuda, cuda:N")
+        "--checkpoint-activations", nargs="?", const="auto", metavar="SEGMENTS",
+        help="recompute activations in the backward pass, in SEGMENTS runs of blocks (default sqrt(blocks))",
+    )  # fmt: skip
+
+
+def _model_flags(p: argparse.ArgumentParser) -> None:
     p.add_argument("--shortcut", choices=["A", "B", "C"], help="shortcut option (residual nets)")
     p.add_argument("--zero-init-residual", action="store_true", help="zero each block's last BN gamma")
     p.add_argument("--width", type=float, help="width multiplier")
     p.add_argument(
         "--drop-path", type=float, help="stochastic depth: drop probability of the last block (paper: 0.5)"
     )
-    p.add_argument(
-        "--checkpoint-activations", nargs="?", const="auto", metavar="SEGMENTS",
-        help="recompute activations in the backward pass, in SEGMENTS runs of blocks (default sqrt(blocks))",
-    )  # fmt: skip
     p.add_argument("--act", help="activation: relu (default), leaky_relu, elu, selu, gelu, tanh, trelu (TAT)")
     p.add_argument("--act-slope", type=float, help="leaky_relu's negative slope (default 0.01); trelu: TAT's")
     p.add_argument("--norm", help="normalisation: batchnorm (default) or none")
@@ -91,14 +132,38 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--dropout", type=float, dest="drop_rate", help="dropout between a block's convolutions")
     p.add_argument("--unit", help="basic (default), highway (plain nets), fixup, skipinit, rezero (residual)")
     p.add_argument("--long-skip", action="store_true", help="one skip over each stage (plain nets)")
-    p.add_argument(
-        "--decay-for", action="append", metavar="PATTERN=DECAY",
-        help="weight decay of parameters whose names match PATTERN (e.g. 'layer3.*=5e-3'); repeatable",
-    )  # fmt: skip
-    p.add_argument("--image-size", type=int, help="resize imagefolder images to this square size")
-    p.add_argument("--quiet", action="store_true", help="no progress output")
-    p.set_defaults(func=run_train)
 
+
+def _data_flags(p: argparse.ArgumentParser) -> None:
+    from ..data import list_datasets
+
+    p.add_argument("--dataset", help=f"{', '.join(list_datasets())}" + _default("dataset"))
+    p.add_argument("--data-dir", help="folder holding the dataset's files (shards: a folder or URL)")
+    p.add_argument("--train-subset", type=int, help="train on a seeded subset of this many images")
+    p.add_argument("--eval-flip", action="store_true", help="test-time augmentation: average with the mirror")
+    p.add_argument(
+        "--image-size",
+        type=int,
+        help="imagefolder/shards: square size in memory (32), training crop when streamed (224)",
+    )
+    p.add_argument(
+        "--test-size", type=int, help="streamed: the evaluation centre crop (default --image-size)"
+    )
+    p.add_argument(
+        "--loader",
+        choices=["auto", "memory", "stream"],
+        help="imagefolder: decode into memory or stream from disk (default auto: by size)",
+    )
+    p.add_argument("--workers", type=int, help="streamed: decoding processes per training process "
+                   "(default: the cores left over, at most 8)")  # fmt: skip
+    p.add_argument(
+        "--resize-from",
+        type=int,
+        help="streamed: progressive resizing, from this crop up to --image-size by 75%% of the epochs",
+    )
+
+
+def _eval_parser(sub: argparse._SubParsersAction) -> None:
     e = sub.add_parser("eval", help="evaluate a run's model, or published weights: loss and error")
     source = e.add_mutually_exclusive_group(required=True)
     source.add_argument("--run", help="run directory written by `resnets train`")
@@ -146,7 +211,7 @@ def config_from_args(args: argparse.Namespace) -> tuple[Any, bool, bool]:
     names = ("shortcut", "zero_init_residual", "width", "drop_path", "checkpoint_segments", "act",
              "act_slope", "norm", "init", "drop_rate", "unit", "long_skip")  # fmt: skip
     model_options = {k: given.pop(k) for k in names if k in given}
-    dataset_options = {k: given.pop(k) for k in ("image_size",) if k in given}
+    dataset_options = {k: given.pop(k) for k in ("image_size", "test_size", "loader") if k in given}
     if model_options:
         given["model_options"] = model_options
     if dataset_options:
@@ -235,11 +300,12 @@ def run_train(args: argparse.Namespace) -> int:
 
 def run_eval(args: argparse.Namespace) -> int:
     """Evaluate a run's model on a split and print loss and error."""
-    from ..data import TensorLoader, load_dataset
+    from ..data import load_dataset
     from ..deploy.inference import prepare_inference
     from ..training import evaluate
+    from ..training.device import resolve_device
+    from ..training.loaders import split_loader
     from ..training.runs import load_run
-    from ..training.trainer import resolve_device
 
     if args.batch_size < 1:
         raise ResnetsError(f"batch-size must be a positive integer, got {args.batch_size}")
@@ -264,7 +330,7 @@ def run_eval(args: argparse.Namespace) -> int:
         )
     split = data.test if args.split == "test" else data.train
     # The run's own normalisation, whatever the dataset: the model was trained with it.
-    loader = TensorLoader(split, args.batch_size, run.resolved["mean"], run.resolved["std"], device)
+    loader = split_loader(data, split, args.batch_size, run.resolved["mean"], run.resolved["std"], device)
     # BN folded, channels-last and autocast inside: the precision is applied by the wrapper.
     fast = prepare_inference(run.model, device, args.precision)
     loss, error = evaluate(fast, loader, "fp32", flip_tta=args.tta)
@@ -278,12 +344,13 @@ def run_eval(args: argparse.Namespace) -> int:
 
 def _eval_weights(args: argparse.Namespace, device: Any) -> int:
     """Evaluate a published weights file with no run directory: layout detected from its keys."""
-    from ..data import TensorLoader, load_dataset
+    from ..data import load_dataset
     from ..deploy.inference import prepare_inference
     from ..models import create_model, get_spec
     from ..models.interop import load_pretrained, read_state_dict
     from ..models.published import detect_layout
     from ..training import evaluate
+    from ..training.loaders import split_loader
 
     if not args.model or not args.dataset:
         raise ResnetsError("--weights needs --model and --dataset (e.g. --model resnet56 --dataset cifar10)")
@@ -305,7 +372,7 @@ def _eval_weights(args: argparse.Namespace, device: Any) -> int:
             raise ResnetsError(f"--{name} needs {channels} value(s){' > 0' if name == 'std' else ''}")
     norm = "given" if args.mean or args.std else "the publisher's" if publisher else f"{args.dataset}'s own"
     split = data.test if args.split == "test" else data.train
-    loader = TensorLoader(split, args.batch_size, mean, std, device)
+    loader = split_loader(data, split, args.batch_size, mean, std, device)
     fast = prepare_inference(model.to(device).eval(), device, args.precision)
     loss, error = evaluate(fast, loader, "fp32", flip_tta=args.tta)
     result = {

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import inspect
 import os
 from collections.abc import Callable
@@ -154,19 +155,23 @@ def load_dataset(name: str, data_dir: str | os.PathLike[str] | None = None, **op
             raise unknown_name(f"option for dataset {name}", key, accepted)
     if not source.needs_dir:
         return source.load(**options)
+    if isinstance(data_dir, str) and "://" in data_dir:  # a URL (shards): Path would fold its '//'
+        return source.load(data_dir, **options)
     folder = Path(data_dir) if data_dir is not None else default_data_dir()
-    # A study loads the same files once per model: keep the last folder dataset while no file
-    # under the folder changed (decoding an image folder can take longer than training a net).
+    # A study loads the same files once per model: keep the last decoded folder dataset while no
+    # file under the folder changed (decoding an image folder can take longer than training a net).
+    # Streamed datasets are not kept: listing them again is cheap, stat-ing a million files is not.
     try:
-        key = (name, str(folder.resolve()), repr(sorted(options.items())), _signature(folder))
+        key = (name, str(folder.resolve()), repr(sorted(options.items())))
+        if _last_loaded.get("key") == key and _last_loaded.get("files") == _signature(folder):
+            return _last_loaded["data"]
     except OSError:
         key = None
-    if key is not None and _last_loaded.get("key") == key:
-        return _last_loaded["data"]
     data = source.load(folder, **options)
     _last_loaded.clear()
-    if key is not None:
-        _last_loaded.update(key=key, data=data)
+    if key is not None and not getattr(data, "streamed", False):
+        with contextlib.suppress(OSError):
+            _last_loaded.update(key=key, files=_signature(folder), data=data)
     return data
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import warnings
 from pathlib import Path
 
@@ -10,15 +11,12 @@ import torch
 
 from ..errors import ResnetsError
 from .dataset import Dataset, ImageData, register
+from .files import FileList, ImageSource, StreamedDataset, list_folder, read_file_list, stratified_split
 
 MAX_PIXELS = 64_000_000  # refuse decompression bombs long before they fill memory
-
-
-def _class_dirs(folder: Path) -> list[Path]:
-    dirs = sorted(p for p in folder.iterdir() if p.is_dir() and not p.name.startswith("."))
-    if not dirs:
-        raise ResnetsError(f"{folder} has no class folders; expected {folder}/<class>/<image>")
-    return dirs
+LOADERS = ("auto", "memory", "stream")
+MEMORY_SIZE = 32  # the in-memory path's square size: CIFAR-like training
+STREAM_SIZE = 224  # the streaming path's crop: torchvision's ImageNet reference
 
 
 def load_image(path: Path, size: int, channels: int = 3) -> np.ndarray:
@@ -60,53 +58,80 @@ def _to_rgb(im):
     return im.convert("RGB")
 
 
-def _read_split(folder: Path, classes: list[str], size: int) -> ImageData:
-    images, labels = [], []
-    for label, name in enumerate(classes):
-        class_dir = folder / name
-        if not class_dir.is_dir():
-            continue
-        for path in sorted(p for p in class_dir.iterdir() if p.is_file() and not p.name.startswith(".")):
-            images.append(load_image(path, size))
-            labels.append(label)
-    if not images:
-        raise ResnetsError(f"no images found under {folder}")
-    return ImageData(torch.from_numpy(np.stack(images)), torch.tensor(labels))
+def _decode_all(files: FileList, size: int) -> ImageData:
+    images = [load_image(Path(files.name(i)), size) for i in range(len(files))]
+    return ImageData(torch.from_numpy(np.stack(images)), torch.from_numpy(files.labels))
 
 
-@register(
-    "imagefolder", needs_dir=True, description="DIR/{train,test|val}/<class>/<image>, or DIR/<class>/<image>"
-)
-def load_imagefolder(
-    data_dir: Path, image_size: int = 32, test_fraction: float = 0.2, seed: int = 0
-) -> Dataset:
-    """Images in class folders; with no train/test split on disk, a seeded stratified one."""
-    if not data_dir.is_dir():
-        raise ResnetsError(f"image folder {data_dir} does not exist; pass --data-dir DIR")
-    if not isinstance(image_size, int) or not 1 <= image_size <= 1024:
-        raise ResnetsError(f"image_size must be an integer in 1..1024, got {image_size!r}")
+def list_splits(
+    data_dir: Path, test_fraction: float, seed: int
+) -> tuple[ImageSource, ImageSource, list[str]]:
+    """train/ and test/ (or val/) folders or file lists, else one folder split by class."""
+    lists = [data_dir / f"{n}.txt" for n in ("train", "test", "val")]
+    if lists[0].is_file() and (lists[1].is_file() or lists[2].is_file()):
+        train, classes = read_file_list(lists[0])
+        test, _ = read_file_list(lists[1] if lists[1].is_file() else lists[2], classes)
+        return train, test, classes
     train_dir = data_dir / "train"
     test_dir = next((data_dir / n for n in ("test", "val") if (data_dir / n).is_dir()), None)
     if train_dir.is_dir() and test_dir is not None:
-        classes = [p.name for p in _class_dirs(train_dir)]
-        train, test = _read_split(train_dir, classes, image_size), _read_split(test_dir, classes, image_size)
+        train, classes = list_folder(train_dir)
+        test, _ = list_folder(test_dir, classes)
+        return train, test, classes
+    files, classes = list_folder(data_dir)
+    train, test = stratified_split(files, test_fraction, seed)
+    return train, test, classes
+
+
+def choose_loader(loader: str, images: int, image_size: int | None) -> tuple[str, str]:
+    """'memory' or 'stream' and why: decoded in memory only while that stays small."""
+    decoded = images * 3 * (image_size or MEMORY_SIZE) ** 2
+    budget = memory_budget()
+    if loader != "auto":
+        return loader, f"--loader {loader}"
+    size = f"{images:,} images at {image_size or MEMORY_SIZE} px decode to {decoded / 2**30:.2f} GiB"
+    if decoded > budget:
+        return "stream", f"{size}, over the {budget / 2**30:.1f} GiB kept in memory"
+    return "memory", f"{size}, within the {budget / 2**30:.1f} GiB kept in memory"
+
+
+def memory_budget() -> int:
+    """Bytes of decoded images worth holding: 2 GiB, or an eighth of the machine's memory if less."""
+    try:
+        total = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    except (ValueError, OSError, AttributeError):
+        total = 16 * 2**30
+    return min(2 * 2**30, total // 8)
+
+
+@register(
+    "imagefolder", needs_dir=True,
+    description="DIR/{train,test|val}/<class>/<image>, DIR/{train,val}.txt lists, or DIR/<class>/<image>",
+)  # fmt: skip
+def load_imagefolder(
+    data_dir: Path,
+    image_size: int | None = None,
+    test_fraction: float = 0.2,
+    seed: int = 0,
+    loader: str = "auto",
+    test_size: int | None = None,
+) -> Dataset | StreamedDataset:
+    """Images in class folders, decoded into memory when small and streamed from disk when not."""
+    if not data_dir.is_dir():
+        raise ResnetsError(f"image folder {data_dir} does not exist; pass --data-dir DIR")
+    for name, value in (("image_size", image_size), ("test_size", test_size)):
+        if value is not None and (not isinstance(value, int) or not 1 <= value <= 1024):
+            raise ResnetsError(f"{name} must be an integer in 1..1024, got {value!r}")
+    if loader not in LOADERS:
+        raise ResnetsError(f"unknown loader {loader!r}; choose one of {', '.join(LOADERS)}")
+    train, test, classes = list_splits(data_dir, test_fraction, seed)
+    kind, reason = choose_loader(loader, len(train) + len(test), image_size)
+    if kind == "stream":
+        size = image_size or STREAM_SIZE
+        data = StreamedDataset("imagefolder", train, test, classes, size, test_size or size)
     else:
-        classes = [p.name for p in _class_dirs(data_dir)]
-        train, test = _seeded_split(_read_split(data_dir, classes, image_size), test_fraction, seed)
-    return Dataset("imagefolder", train, test, classes, crop_padding=image_size // 8, flip=True)
-
-
-def _seeded_split(data: ImageData, test_fraction: float, seed: int) -> tuple[ImageData, ImageData]:
-    g = torch.Generator().manual_seed(seed)
-    test_mask = torch.zeros(len(data), dtype=torch.bool)
-    for c in data.labels.unique():
-        idx = (data.labels == c).nonzero().flatten()
-        idx = idx[torch.randperm(len(idx), generator=g)]
-        n_test = round(len(idx) * test_fraction) if len(idx) > 1 else 0
-        test_mask[idx[:n_test]] = True
-    if test_mask.all() or not test_mask.any():
-        raise ResnetsError("too few images to split into train and test; add a test/ folder")
-    return (
-        ImageData(data.images[~test_mask], data.labels[~test_mask]),
-        ImageData(data.images[test_mask], data.labels[test_mask]),
-    )
+        size = image_size or MEMORY_SIZE
+        train_data, test_data = _decode_all(train, size), _decode_all(test, size)
+        data = Dataset("imagefolder", train_data, test_data, classes, crop_padding=size // 8, flip=True)
+    data.loader_reason = reason
+    return data

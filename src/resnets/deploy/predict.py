@@ -10,6 +10,8 @@ import torch
 
 from ..data.imagefolder import load_image
 from ..data.loader import normalize
+from ..data.transforms import eval_image
+from ..errors import ResnetsError
 from ..training.runs import Run
 from .inference import prepare_inference
 
@@ -19,10 +21,24 @@ def preprocess(run: Run, paths: list[Path]) -> torch.Tensor:
     c, h, w = run.resolved["image_shape"]
     if h != w:
         raise ValueError("non-square training images are not supported by predict")
-    images = torch.from_numpy(np.stack([load_image(p, h, channels=c) for p in paths]))
+    loader = run.resolved.get("loader", {})
+    if loader.get("kind") == "stream":  # the evaluation crop: short side to size/0.875, centre square
+        size = loader["test_size"]
+        images = torch.from_numpy(np.stack([_centre_crop(p, size) for p in paths]))
+    else:
+        images = torch.from_numpy(np.stack([load_image(p, h, channels=c) for p in paths]))
     mean = torch.tensor(run.resolved["mean"]).view(1, c, 1, 1) * 255
     std = torch.tensor(run.resolved["std"]).view(1, c, 1, 1) * 255
     return normalize(images, mean, std)
+
+
+def _centre_crop(path: Path, size: int) -> np.ndarray:
+    try:
+        return eval_image(path.read_bytes(), size)
+    except OSError as e:
+        raise ResnetsError(f"{path}: {e.strerror or e}") from None
+    except Exception as e:  # any decoder failure: the file is not an image it can read
+        raise ResnetsError(f"{path}: not a readable image ({type(e).__name__}: {e})") from None
 
 
 @torch.no_grad()

@@ -20,7 +20,7 @@ from ..errors import ResnetsError
 from ..io import atomic_write_text, exclusive
 from ..models import get_spec, summarize
 from ..training import TrainConfig
-from ..training.trainer import resolve_device
+from ..training.device import resolve_device
 from .measure import curves, finished, finite_or_none, train_and_measure
 
 FAMILIES = {"cifar": ("resnet{}", "plain{}"), "preact": ("preact_resnet{}", "preact_plain{}")}

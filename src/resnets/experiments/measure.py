@@ -21,10 +21,11 @@ from ..errors import ResnetsError
 from ..io import atomic_write_text
 from ..models import count_params
 from ..training import TrainConfig, evaluate, train
+from ..training.build import build_model
 from ..training.checkpoint import WEIGHTS_FILE, list_checkpoints
+from ..training.errors import Diverged
 from ..training.rundir import CONFIG_FILE, METRICS_FILE
 from ..training.runs import load_run
-from ..training.trainer import Diverged, build_model
 
 DIAGNOSTICS_FILE = "diagnostics.json"
 PROBE_BATCH = 128

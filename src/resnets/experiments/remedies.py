@@ -21,7 +21,7 @@ from ..errors import ResnetsError, unknown_name
 from ..io import atomic_write_text, exclusive
 from ..models import get_spec
 from ..training import TrainConfig
-from ..training.trainer import resolve_device
+from ..training.device import resolve_device
 from .degradation import check_study
 from .measure import curves, finished, finite_or_none, train_and_measure
 

@@ -44,4 +44,5 @@ def safe_load(data: bytes, *, source: str = "file", encoding: str = "latin1") ->
             f"{source} is not a plain data pickle ({e}); it was not loaded. Use the official files."
         ) from None
     except Exception as e:  # any malformed pickle raises something different
-        raise ResnetsError(f"{source} is corrupt or not a pickle ({type(e).__name__}: {e})") from None
+        detail = " ".join(str(e).split())  # pickle's own messages can span lines
+        raise ResnetsError(f"{source} is corrupt or not a pickle ({type(e).__name__}: {detail})") from None

@@ -11,8 +11,9 @@ from typing import Any
 
 from ..errors import ResnetsError
 
-SCHEDULES = ("paper", "cosine", "onecycle", "constant")
+SCHEDULES = ("paper", "cosine", "onecycle", "constant", "imagenet")
 PRECISIONS = ("auto", "fp32", "bf16", "fp16")
+LOGGERS = ("tensorboard",)
 
 
 @dataclass
@@ -50,6 +51,9 @@ class TrainConfig:
     sync_bn: bool = False  # BatchNorm over the global batch across processes (CUDA)
     init_from: str | None = None  # torchvision/timm-layout weights to start from
     train_subset: int | None = None  # train on a seeded random subset of this many images
+    workers: int | None = None  # decoding processes of a streamed dataset; None: the cores left over
+    resize_from: int | None = None  # progressive resizing: the first epochs' crop, growing to the full size
+    log: list[str] = field(default_factory=list)  # loggers beside metrics.jsonl: tensorboard
     seed: int = 0
     device: str = "auto"
     model_options: dict[str, Any] = field(default_factory=dict)
@@ -66,10 +70,15 @@ class TrainConfig:
         _positive_int("batch_size", self.batch_size)
         if self.epochs is not None and self.iterations is not None:
             raise ResnetsError("give --epochs or --iterations, not both")
-        for name in ("epochs", "iterations", "eval_every", "checkpoint_every", "train_subset", "grad_every"):
+        for name in ("epochs", "iterations", "eval_every", "checkpoint_every", "train_subset", "grad_every",
+                     "resize_from"):  # fmt: skip
             if getattr(self, name) is not None:
                 _positive_int(name, getattr(self, name))
         _positive_int("keep_checkpoints", self.keep_checkpoints)
+        if self.workers is not None and (not _is_int(self.workers) or self.workers < 0):
+            raise ResnetsError(f"workers must be an integer >= 0, got {self.workers!r}")
+        if not isinstance(self.log, list) or any(x not in LOGGERS for x in self.log):
+            raise ResnetsError(f"log takes {', '.join(LOGGERS)}, got {self.log!r}")
         _positive_int("accumulate", self.accumulate)
         if self.batch_size % self.accumulate:
             raise ResnetsError(

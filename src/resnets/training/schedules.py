@@ -41,4 +41,18 @@ def lr_at(step: int, total_steps: int, base_lr: float, schedule: str, warmup_ste
         return base_lr * 0.5 * (1 + math.cos(math.pi * t))
     if schedule == "constant":
         return base_lr
+    if schedule == "imagenet":  # /10 at epochs 30 and 60 of torchvision's 90
+        return base_lr * 0.1 ** sum(step >= total_steps * k / 3 for k in (1, 2))
     raise ValueError(f"unknown schedule {schedule!r}")
+
+
+RESIZE_STEP = 32  # progressive sizes are multiples of 32: every ImageNet ResNet stage divides them evenly
+RESIZE_RAMP = 0.75  # the share of the epochs over which the crop grows; the rest train at full size
+
+
+def resolution_at(epoch: int, epochs: int, low: int, high: int) -> int:
+    """The training crop of ``epoch``: from ``low`` up to ``high`` by 75 % of the epochs, then ``high``."""
+    ramp = max(1, round(RESIZE_RAMP * epochs) - 1)
+    t = min(1.0, epoch / ramp)
+    size = low + t * (high - low)
+    return min(high, max(RESIZE_STEP, round(size / RESIZE_STEP) * RESIZE_STEP))

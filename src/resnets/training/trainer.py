@@ -1,21 +1,18 @@
-"""The training loop: SGD on a dataset held on the device, evaluated, checkpointed, resumable.
+"""The training loop: set up, restore, then step, evaluate and checkpoint until done.
 
 Everything a resumed run needs is either in the checkpoint (weights, optimizer, step, RNG,
 running sums, the weight average) or a pure function of the config and the step (data order,
-augmentation, learning rate), so a run killed and resumed ends with the same weights as one
-that never stopped.
+augmentation, image size, learning rate), so a run killed and resumed ends with the same
+weights as one that never stopped, at an epoch boundary or in the middle of one.
 """
 
 from __future__ import annotations
 
 import contextlib
-import dataclasses
 import json
 import math
-import signal
 import sys
 import time
-from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -23,14 +20,13 @@ from typing import Any
 import torch
 from torch import nn
 
-from ..data import Dataset, TensorLoader, load_dataset
+from ..data import Dataset, StreamedDataset, load_dataset
 from ..diagnostics import GradientFlow
 from ..errors import ResnetsError
 from ..io import exclusive, remove_stale_temporaries
-from ..models import create_model, get_spec
-from ..models.init import lsuv_
-from ..models.interop import load_pretrained
+from ..models import get_spec
 from . import distributed
+from .build import build_model, fit_in_memory, place_model
 from .checkpoint import (
     WEIGHTS_FILE,
     checkpoint_dir,
@@ -41,59 +37,21 @@ from .checkpoint import (
     save_weights,
 )
 from .config import TrainConfig
+from .device import resolve_device
 from .ema import make_ema
+from .errors import Diverged, Interrupted, SigintFlag
 from .evaluate import evaluate
-from .memory import choose_checkpointing, map_checkpointed_activations
+from .loaders import Loaders, make_loaders, plan_resolutions
+from .logs import RunLogs, check_loggers
 from .precision import check_precision, grad_scaler, resolve_precision
 from .progress import Progress
-from .rundir import (
-    CONFIG_FILE,
-    GRADIENTS_FILE,
-    METRICS_FILE,
-    append_line,
-    check_run_dir,
-    rewrite_log,
-    write_config,
-)
+from .rundir import CONFIG_FILE, GRADIENTS_FILE, METRICS_FILE, check_run_dir, write_config
 from .schedules import default_warmup, lr_at
 from .step import compile_forward, forward_backward, make_optimizer, resolve_fast_path
 
 __all__ = ["CONFIG_FILE", "GRADIENTS_FILE", "METRICS_FILE", "Diverged", "Interrupted", "RunResult", "train"]
 
 DEFAULT_EPOCHS = 15
-LSUV_BATCH = 128  # training images LSUV scales the layers on (Mishkin & Matas used 32-1024)
-
-
-class Diverged(ResnetsError):
-    """The loss became NaN or infinite."""
-
-
-class Interrupted(ResnetsError):
-    """Ctrl-C: the run was checkpointed and can be resumed."""
-
-
-def resolve_device(name: str) -> torch.device:
-    """'auto' is the GPU when there is one, else the CPU."""
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    try:
-        device = torch.device(name)
-    except (RuntimeError, ValueError):
-        raise ResnetsError(f"unknown device {name!r}; use auto, cpu or cuda[:N]") from None
-    if device.type == "cuda" and not torch.cuda.is_available():
-        raise ResnetsError("--device cuda but no CUDA GPU is available; use --device cpu")
-    return device
-
-
-def build_model(cfg: TrainConfig, data: Dataset) -> nn.Module:
-    """The config's model, sized for the dataset's channels and classes, seeded."""
-    torch.manual_seed(cfg.seed)
-    options = {"in_channels": data.image_shape[0], **cfg.model_options}
-    model = create_model(cfg.model, num_classes=data.num_classes, **options)
-    if getattr(model, "init", None) == "lsuv":  # LSUV rescales each layer on a batch of training images
-        x, _ = next(iter(TensorLoader(data.train, LSUV_BATCH, data.mean, data.std, "cpu")))
-        lsuv_(model, x)
-    return model
 
 
 @dataclass
@@ -112,6 +70,45 @@ class Running:
 
 
 @dataclass
+class Plan:
+    """How long the run is and how often it reports, in steps."""
+
+    total: int
+    steps_per_epoch: int
+    eval_every: int
+    checkpoint_every: int
+    warmup: int
+
+
+@dataclass
+class Run:
+    """Everything the loop reads and changes."""
+
+    cfg: TrainConfig
+    ctx: distributed.Context
+    run_dir: Path
+    data: Dataset | StreamedDataset
+    loaders: Loaders
+    plan: Plan
+    model: nn.Module
+    forward: nn.Module
+    optimizer: torch.optim.Optimizer
+    scaler: Any
+    precision: str
+    ema: nn.Module | None = None
+    flow: GradientFlow | None = None
+    step: int = 0
+    elapsed: float = 0.0
+    running: Running = field(default_factory=Running)
+    metrics: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def final(self) -> nn.Module:
+        """The weights evaluated and saved: the average when there is one."""
+        return self.ema.module if self.ema is not None else self.model
+
+
+@dataclass
 class RunResult:
     """What a finished run produced."""
 
@@ -120,30 +117,6 @@ class RunResult:
     metrics: dict[str, Any]
     model: nn.Module = field(repr=False)
     already_finished: bool = False  # resumed after its last step: nothing was trained
-
-
-class _SigintFlag:
-    """Turns Ctrl-C into a flag checked between steps, so a checkpoint is never half a step."""
-
-    def __init__(self) -> None:
-        self.raised = False
-
-    @contextmanager
-    def installed(self):
-        try:
-            previous = signal.signal(signal.SIGINT, self._handle)
-        except ValueError:  # not the main thread: leave Ctrl-C alone
-            yield self
-            return
-        try:
-            yield self
-        finally:
-            signal.signal(signal.SIGINT, previous)
-
-    def _handle(self, signum: int, frame: object) -> None:
-        if self.raised:  # a second Ctrl-C stops at once
-            raise KeyboardInterrupt
-        self.raised = True
 
 
 def train(cfg: TrainConfig, resume: bool = False, progress: bool = True) -> RunResult:
@@ -159,16 +132,53 @@ def train(cfg: TrainConfig, resume: bool = False, progress: bool = True) -> RunR
 
 
 def _train(cfg: TrainConfig, ctx: distributed.Context, resume: bool, progress: bool) -> RunResult:
-    device = ctx.device
-    check_precision(resolve_precision(cfg.precision, device), device)
+    resume = _check_start(cfg, ctx, resume)
+    run = _set_up(cfg, ctx, resume)
+    if resume:
+        _restore(run)
+    if run.step >= run.plan.total:  # a finished run, resumed by a scheduler re-running the same command
+        return _finished_run(run)
+    logs = RunLogs(run.run_dir, run.step, ctx.main, cfg.log)
+    bar = Progress(run.plan.total, run.step, cfg.model, progress, steps_per_epoch=run.plan.steps_per_epoch)
+    if resume:
+        bar.message(f"resuming {run.run_dir} at step {run.step}/{run.plan.total}")
+    sigint = SigintFlag()
+    run.model.train()
+    try:
+        with sigint.installed():
+            while run.step < run.plan.total:
+                epoch, first = divmod(run.step, run.plan.steps_per_epoch)
+                for x, y in run.loaders.train.epoch(epoch, first):
+                    stop = _train_step(run, x, y, logs, sigint.raised, bar)
+                    if run.step % run.plan.eval_every == 0 or run.step == run.plan.total:
+                        _evaluate(run, logs)
+                    if ctx.main and (run.step % run.plan.checkpoint_every == 0 or run.step == run.plan.total
+                                     or stop):  # fmt: skip
+                        _checkpoint(run)
+                    if stop:
+                        distributed.barrier(ctx)
+                        raise Interrupted(
+                            f"interrupted at step {run.step}/{run.plan.total}; saved a checkpoint in "
+                            f"{run.run_dir}; continue with `resnets train --resume --out {run.run_dir}`"
+                        )
+                    if run.step >= run.plan.total:
+                        break
+    finally:
+        bar.close()
+        logs.close()
+    return _finish(run)
+
+
+def _check_start(cfg: TrainConfig, ctx: distributed.Context, resume: bool) -> bool:
+    """Refuse settings that cannot work before loading anything; whether there is a run to resume."""
+    check_precision(resolve_precision(cfg.precision, ctx.device), ctx.device)
     if cfg.batch_size % (ctx.world * cfg.accumulate):
         raise ResnetsError(
             f"batch-size {cfg.batch_size} must divide into {ctx.world} processes "
             f"x {cfg.accumulate} micro-batches"
         )
-    rank_batch = cfg.batch_size // ctx.world
-    spec = get_spec(cfg.model)  # fail on an unknown model before loading any data
-    data = load_dataset(cfg.dataset, cfg.data_dir, **cfg.dataset_options)
+    get_spec(cfg.model)  # an unknown model fails here, before any data is read
+    check_loggers(cfg.log)
     run_dir = Path(cfg.out)
     check_run_dir(run_dir, resume)
     if resume and ctx.main:
@@ -177,213 +187,160 @@ def _train(cfg: TrainConfig, ctx: distributed.Context, resume: bool, progress: b
     if resume and not list_checkpoints(run_dir):
         # Killed before its first checkpoint: nothing to restore, so the run starts over.
         print(f"resnets: no checkpoint in {run_dir} yet; starting it from step 0", file=sys.stderr)
-        resume = False
+        return False
+    return resume
 
-    # Data: the whole dataset on the device, augmented in batches.
-    train_split = data.train.subset(cfg.train_subset, cfg.seed) if cfg.train_subset else data.train
-    loader_kw = {"mean": data.mean, "std": data.std, "device": device, "channels_last": cfg.channels_last}
-    train_loader = TensorLoader(
-        train_split, rank_batch, train=True, crop_padding=data.crop_padding, flip=data.flip,
-        seed=cfg.seed, shard=(ctx.rank, ctx.world), **loader_kw,
-    )  # fmt: skip
-    test_loader = TensorLoader(data.test, cfg.batch_size, **loader_kw)
-    steps_per_epoch = len(train_loader)
-    if steps_per_epoch == 0:
-        raise ResnetsError(
-            f"batch size {cfg.batch_size} is larger than the training set "
-            f"({len(train_split)} images); lower --batch-size"
-        )
-    total = cfg.iterations or (cfg.epochs or DEFAULT_EPOCHS) * steps_per_epoch
-    eval_every = cfg.eval_every or steps_per_epoch
-    ckpt_every = cfg.checkpoint_every or eval_every
-    warmup = (
-        cfg.warmup_steps if cfg.warmup_steps is not None else default_warmup(cfg.schedule, spec.depth, total)
-    )
 
+def _set_up(cfg: TrainConfig, ctx: distributed.Context, resume: bool) -> Run:
+    """Data, loaders, model, optimizer and config.json of a run at step 0."""
+    data = load_dataset(cfg.dataset, cfg.data_dir, **cfg.dataset_options)
+    loaders = make_loaders(cfg, data, ctx.rank, ctx.world, ctx.device)
+    plan = _plan(cfg, len(loaders.train))
+    sizes = plan_resolutions(loaders.train, cfg, -(-plan.total // plan.steps_per_epoch), data.image_shape[1])
     pixels = data.image_shape[1] * data.image_shape[2]
-    fast = resolve_fast_path(cfg, device, total * cfg.batch_size, pixels)
+    fast = resolve_fast_path(cfg, ctx.device, plan.total * cfg.batch_size, pixels)
     model = build_model(cfg, data)
-    # Very deep nets (resnet1202 at batch 128: 8 GB of activations) checkpoint by themselves
-    # where their activations would not fit; the numbers are the same either way.
-    ckpt = choose_checkpointing(
-        cfg.model_options.get("checkpoint_segments"), model, tuple(data.image_shape),
-        rank_batch // cfg.accumulate, device,
-    )  # fmt: skip
-    if ckpt.auto:
-        model.set_checkpointing(None)
-        if ctx.main:
-            print(f"resnets: {cfg.model} at batch {rank_batch}: {ckpt.reason()}", file=sys.stderr)
-    if getattr(model, "checkpoint_segments", 0) and fast.compile:
-        # torch.compile cannot trace the checkpoint's recompute context (which keeps BN
-        # statistics from being updated twice): a checkpointed run trains eagerly.
-        if cfg.compile:
-            raise ResnetsError("--compile cannot be combined with activation checkpointing; use --no-compile")
-        fast = dataclasses.replace(fast, compile=False)
-    mapped = map_checkpointed_activations(
-        model, tuple(data.image_shape), rank_batch // cfg.accumulate, fast.precision, device
-    )
-
+    micro_batch = cfg.batch_size // ctx.world // cfg.accumulate
+    memory, fast = fit_in_memory(model, cfg, tuple(data.image_shape), micro_batch, fast, ctx.device, ctx.main)
     if ctx.main:
-        write_config(run_dir, cfg, {
+        write_config(Path(cfg.out), cfg, {
             "num_classes": data.num_classes, "image_shape": list(data.image_shape),
             "classes": data.classes, "mean": list(data.mean), "std": list(data.std),
-            "train_images": len(train_split), "test_images": len(data.test),
-            "steps_per_epoch": steps_per_epoch, "total_steps": total, "warmup_steps": warmup,
-            "eval_every": eval_every, "checkpoint_every": ckpt_every, "device": str(device),
-            "crop_padding": data.crop_padding, "flip": data.flip, "torch": torch.__version__,
-            "processes": ctx.world, "precision": fast.precision, "compile": fast.compile,
-            "eval_flip": cfg.eval_flip and data.flip,
+            "train_images": loaders.train_images, "test_images": len(data.test),
+            "steps_per_epoch": plan.steps_per_epoch, "total_steps": plan.total, "warmup_steps": plan.warmup,
+            "eval_every": plan.eval_every, "checkpoint_every": plan.checkpoint_every,
+            "device": str(ctx.device), "crop_padding": data.crop_padding, "flip": data.flip,
+            "torch": torch.__version__, "processes": ctx.world, "precision": fast.precision,
+            "compile": fast.compile, "eval_flip": cfg.eval_flip and data.flip,
             # The free memory behind an automatic choice is in its stderr line, not here: a re-run
             # of a finished run must leave config.json byte for byte as it was.
-            "checkpointing": {"segments": getattr(model, "checkpoint_segments", 0), "auto": ckpt.auto,
-                              "activation_gib": ckpt.estimate_gib,
-                              "mmap_threshold_mib": mapped / 2**20 if mapped else None},
-        })  # fmt: skip
-
-    # Model, optimizer, loss.
-    if cfg.init_from and not resume:
-        load_pretrained(model, cfg.init_from)
-    if cfg.sync_bn:
-        model = distributed.sync_batchnorm(model, ctx)
-    model = model.to(device)
-    if cfg.channels_last:
-        model = model.to(memory_format=torch.channels_last)
-    optimizer = make_optimizer(model, cfg, device)
-    scaler = grad_scaler(fast.precision, device)
+            "checkpointing": memory.record(model), "loader": loaders.info,
+        } | ({"train_sizes": sizes} if sizes else {}))  # fmt: skip
+    model = place_model(model, cfg, ctx, resume)
     forward = distributed.wrap(model, ctx)
-    if fast.compile:
-        forward = compile_forward(forward)
-    # An exponential moving average of the weights (and BN statistics), evaluated and saved instead.
-    ema = make_ema(model, cfg.ema_decay) if cfg.ema_decay else None
-    final = ema.module if ema is not None else model
-
-    step, elapsed, running = 0, 0.0, Running()
-    if resume:
-        state, path = load_latest_checkpoint(run_dir, device)
-        _check_same_run(state, cfg, path)
-        load_into(model, state["model"], str(path))
-        if ema is not None:
-            if "ema" not in state:
-                raise ResnetsError(f"checkpoint {path} holds no weight average; resume without --ema")
-            load_into(ema, state["ema"], str(path))
-        optimizer.load_state_dict(state["optimizer"])
-        scaler.load_state_dict(state["scaler"])
-        torch.set_rng_state(state["rng_cpu"].cpu())
-        step, elapsed = int(state["step"]), float(state["elapsed"])
-        running = Running(**state["running"])
-    for log in (METRICS_FILE, GRADIENTS_FILE):
-        if ctx.main:
-            rewrite_log(run_dir / log, step)
-    flow = GradientFlow(model) if cfg.grad_every else None
-
-    def checkpoint() -> Path:
-        return save_checkpoint(run_dir, step, {
-            "model": model.state_dict(), "optimizer": optimizer.state_dict(),
-            "scaler": scaler.state_dict(), "step": step, "elapsed": elapsed,
-            "rng_cpu": torch.get_rng_state(), "running": vars(running).copy(),
-            "config": json.loads(cfg.to_json()),
-        } | ({"ema": ema.state_dict()} if ema is not None else {}), cfg.keep_checkpoints)  # fmt: skip
-
-    if step >= total:  # a finished run, resumed by a scheduler re-running the same command line
-        return _finished_run(run_dir, step, final, cfg, ctx)
-    bar = Progress(total, step, desc=cfg.model, enabled=progress, steps_per_epoch=steps_per_epoch)
-    if resume:
-        bar.message(f"resuming {run_dir} at step {step}/{total}")
-    metrics: dict[str, Any] = {}
-    sigint = _SigintFlag()
-    model.train()
-    try:
-        with sigint.installed():
-            while step < total:
-                epoch, first = divmod(step, steps_per_epoch)
-                for x, y in train_loader.epoch(epoch, first):
-                    t0 = time.perf_counter()
-                    lr = lr_at(step, total, cfg.lr, cfg.schedule, warmup)
-                    for group in optimizer.param_groups:
-                        group["lr"] = lr
-                    record_grads = flow is not None and step % cfg.grad_every == 0
-                    if record_grads:
-                        flow.arm()
-                    optimizer.zero_grad(set_to_none=True)
-                    loss_sum, wrong = forward_backward(
-                        forward, x, y, cfg.accumulate, cfg.label_smoothing, fast.precision, scaler, device
-                    )
-                    # One all-reduce per step: every rank learns the global loss and stop requests.
-                    loss_sum, wrong, n, stop = distributed.all_sum(
-                        [loss_sum, wrong, len(y), sigint.raised], ctx
-                    )
-                    loss_value = loss_sum / n
-                    if not math.isfinite(loss_value):
-                        last = list_checkpoints(run_dir)
-                        kept = f"; the last good checkpoint is {last[0]}" if last else ""
-                        raise Diverged(
-                            f"loss became {loss_value} at step {step + 1}{kept}; "
-                            f"lower the learning rate (--lr {cfg.lr:g} now) or add --warmup"
-                        )
-                    if record_grads and ctx.main:
-                        norms = flow.collect()
-                        append_line(
-                            run_dir / GRADIENTS_FILE, {"step": step, "layers": flow.names, "norms": norms}
-                        )
-                    scaler.step(optimizer)
-                    scaler.update()
-                    if ema is not None:
-                        ema.update_parameters(model)
-                    running.add(loss_value, int(wrong), int(n))
-                    step += 1
-                    dt = time.perf_counter() - t0
-                    running.seconds += dt
-                    elapsed += dt
-                    bar.update(step, loss_value, n / max(dt, 1e-9))
-
-                    if step % eval_every == 0 or step == total:
-                        if ctx.main:  # rank 0 holds the same weights as every rank
-                            test_loss, test_error = evaluate(
-                                final, test_loader, fast.precision, flip_tta=cfg.eval_flip and data.flip
-                            )
-                            metrics = {
-                                "step": step, "epoch": round(step / steps_per_epoch, 4),
-                                "train_loss": running.loss / running.seen,
-                                "train_error": running.wrong / running.seen,
-                                "test_loss": test_loss, "test_error": test_error, "lr": lr,
-                                "time": round(elapsed, 3),
-                                "images_per_s": round(running.seen / max(running.seconds, 1e-9), 1),
-                            }  # fmt: skip
-                            append_line(run_dir / METRICS_FILE, metrics)
-                        running = Running()
-                    if ctx.main and (step % ckpt_every == 0 or step == total or stop):
-                        checkpoint()
-                    if stop:
-                        distributed.barrier(ctx)
-                        raise Interrupted(
-                            f"interrupted at step {step}/{total}; saved a checkpoint in {run_dir}; "
-                            f"continue with `resnets train --resume --out {run_dir}`"
-                        )
-                    if step >= total:
-                        break
-    finally:
-        bar.close()
-    if not ctx.main:
-        distributed.barrier(ctx)
-        return RunResult(run_dir, step, metrics, final)
-    save_weights(final, run_dir / WEIGHTS_FILE, {"model": cfg.model, "dataset": cfg.dataset})
-    distributed.barrier(ctx)
-    return RunResult(run_dir, step, metrics, final)
+    return Run(
+        cfg, ctx, Path(cfg.out), data, loaders, plan, model,
+        compile_forward(forward) if fast.compile else forward,
+        make_optimizer(model, cfg, ctx.device), grad_scaler(fast.precision, ctx.device), fast.precision,
+        # An exponential moving average of the weights (and BN statistics), evaluated and saved instead.
+        ema=make_ema(model, cfg.ema_decay) if cfg.ema_decay else None,
+        flow=GradientFlow(model) if cfg.grad_every else None,
+    )  # fmt: skip
 
 
-def _finished_run(
-    run_dir: Path, step: int, final: nn.Module, cfg: TrainConfig, ctx: distributed.Context
-) -> RunResult:
+def _plan(cfg: TrainConfig, steps_per_epoch: int) -> Plan:
+    total = cfg.iterations or (cfg.epochs or DEFAULT_EPOCHS) * steps_per_epoch
+    eval_every = cfg.eval_every or steps_per_epoch
+    depth = get_spec(cfg.model).depth
+    warmup = cfg.warmup_steps if cfg.warmup_steps is not None else default_warmup(cfg.schedule, depth, total)
+    return Plan(total, steps_per_epoch, eval_every, cfg.checkpoint_every or eval_every, warmup)
+
+
+def _train_step(run: Run, x: torch.Tensor, y: torch.Tensor, logs: RunLogs, stop: bool, bar: Progress) -> bool:
+    """One optimisation step over the global batch; whether any process was asked to stop."""
+    cfg, t0 = run.cfg, time.perf_counter()
+    lr = lr_at(run.step, run.plan.total, cfg.lr, cfg.schedule, run.plan.warmup)
+    for group in run.optimizer.param_groups:
+        group["lr"] = lr
+    record_grads = run.flow is not None and run.step % cfg.grad_every == 0
+    if record_grads:
+        run.flow.arm()
+    run.optimizer.zero_grad(set_to_none=True)
+    loss_sum, wrong = forward_backward(
+        run.forward, x, y, cfg.accumulate, cfg.label_smoothing, run.precision, run.scaler, run.ctx.device
+    )
+    # One all-reduce per step: every rank learns the global loss and stop requests.
+    loss_sum, wrong, n, stop = distributed.all_sum([loss_sum, wrong, len(y), stop], run.ctx)
+    loss = loss_sum / n
+    if not math.isfinite(loss):
+        last = list_checkpoints(run.run_dir)
+        kept = f"; the last good checkpoint is {last[0]}" if last else ""
+        raise Diverged(
+            f"loss became {loss} at step {run.step + 1}{kept}; "
+            f"lower the learning rate (--lr {cfg.lr:g} now) or add --warmup"
+        )
+    if record_grads and run.ctx.main:
+        logs.gradients(run.step, run.flow.names, run.flow.collect())
+    run.scaler.step(run.optimizer)
+    run.scaler.update()
+    if run.ema is not None:
+        run.ema.update_parameters(run.model)
+    run.running.add(loss, int(wrong), int(n))
+    run.step += 1
+    dt = time.perf_counter() - t0
+    run.running.seconds += dt
+    run.elapsed += dt
+    bar.update(run.step, loss, n / max(dt, 1e-9))
+    return bool(stop)
+
+
+def _evaluate(run: Run, logs: RunLogs) -> None:
+    """Test loss and error of the final weights, with the training sums since the last evaluation."""
+    if run.ctx.main:  # rank 0 holds the same weights as every rank
+        flip = run.cfg.eval_flip and run.data.flip
+        test_loss, test_error = evaluate(run.final, run.loaders.test, run.precision, flip_tta=flip)
+        r = run.running
+        run.metrics = {
+            "step": run.step, "epoch": round(run.step / run.plan.steps_per_epoch, 4),
+            "train_loss": r.loss / r.seen, "train_error": r.wrong / r.seen,
+            "test_loss": test_loss, "test_error": test_error,
+            "lr": lr_at(run.step - 1, run.plan.total, run.cfg.lr, run.cfg.schedule, run.plan.warmup),
+            "time": round(run.elapsed, 3), "images_per_s": round(r.seen / max(r.seconds, 1e-9), 1),
+        }  # fmt: skip
+        logs.metrics(run.metrics)
+    run.running = Running()
+
+
+def _checkpoint(run: Run) -> Path:
+    state = {
+        "model": run.model.state_dict(), "optimizer": run.optimizer.state_dict(),
+        "scaler": run.scaler.state_dict(), "step": run.step, "elapsed": run.elapsed,
+        "rng_cpu": torch.get_rng_state(), "running": vars(run.running).copy(),
+        "config": json.loads(run.cfg.to_json()),
+    }  # fmt: skip
+    if run.ema is not None:
+        state["ema"] = run.ema.state_dict()
+    return save_checkpoint(run.run_dir, run.step, state, run.cfg.keep_checkpoints)
+
+
+def _restore(run: Run) -> None:
+    """Weights, optimizer, scaler, RNG, step and running sums from the newest checkpoint."""
+    state, path = load_latest_checkpoint(run.run_dir, run.ctx.device)
+    _check_same_run(state, run.cfg, path)
+    load_into(run.model, state["model"], str(path))
+    if run.ema is not None:
+        if "ema" not in state:
+            raise ResnetsError(f"checkpoint {path} holds no weight average; resume without --ema")
+        load_into(run.ema, state["ema"], str(path))
+    run.optimizer.load_state_dict(state["optimizer"])
+    run.scaler.load_state_dict(state["scaler"])
+    torch.set_rng_state(state["rng_cpu"].cpu())
+    run.step, run.elapsed = int(state["step"]), float(state["elapsed"])
+    run.running = Running(**state["running"])
+
+
+def _save_final(run: Run) -> None:
+    save_weights(run.final, run.run_dir / WEIGHTS_FILE, {"model": run.cfg.model, "dataset": run.cfg.dataset})
+
+
+def _finish(run: Run) -> RunResult:
+    if run.ctx.main:
+        _save_final(run)
+    distributed.barrier(run.ctx)
+    return RunResult(run.run_dir, run.step, run.metrics, run.final)
+
+
+def _finished_run(run: Run) -> RunResult:
     """The result of a run whose last checkpoint is its last step, without training again."""
-    metrics: dict[str, Any] = {}
-    if ctx.main:
-        lines = (run_dir / METRICS_FILE).read_text().splitlines() if (run_dir / METRICS_FILE).exists() else []
+    if run.ctx.main:
+        path = run.run_dir / METRICS_FILE
+        lines = path.read_text().splitlines() if path.exists() else []
         records = [json.loads(x) for x in lines if x.strip()]
-        metrics = records[-1] if records and records[-1].get("step") == step else {}
-        if not (run_dir / WEIGHTS_FILE).exists():  # killed between the last checkpoint and the weights
-            save_weights(final, run_dir / WEIGHTS_FILE, {"model": cfg.model, "dataset": cfg.dataset})
-    distributed.barrier(ctx)
-    return RunResult(run_dir, step, metrics, final, already_finished=True)
+        run.metrics = records[-1] if records and records[-1].get("step") == run.step else {}
+        if not (run.run_dir / WEIGHTS_FILE).exists():  # killed between the last checkpoint and the weights
+            _save_final(run)
+    distributed.barrier(run.ctx)
+    return RunResult(run.run_dir, run.step, run.metrics, run.final, already_finished=True)
 
 
 def _check_same_run(state: dict[str, Any], cfg: TrainConfig, path: Path) -> None:

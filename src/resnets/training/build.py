@@ -1,0 +1,81 @@
+"""The model a run trains: built and seeded, checkpointed where it would not fit, on its device."""
+
+from __future__ import annotations
+
+import dataclasses
+import sys
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+
+from ..data import Dataset, StreamedDataset
+from ..errors import ResnetsError
+from ..models import create_model
+from ..models.init import lsuv_
+from ..models.interop import load_pretrained
+from . import distributed
+from .config import TrainConfig
+from .loaders import first_batch
+from .memory import CheckpointingChoice, choose_checkpointing, map_checkpointed_activations
+from .step import FastPath
+
+LSUV_BATCH = 128  # training images LSUV scales the layers on (Mishkin & Matas used 32-1024)
+
+
+def build_model(cfg: TrainConfig, data: Dataset | StreamedDataset) -> nn.Module:
+    """The config's model, sized for the dataset's channels and classes, seeded."""
+    torch.manual_seed(cfg.seed)
+    options = {"in_channels": data.image_shape[0], **cfg.model_options}
+    model = create_model(cfg.model, num_classes=data.num_classes, **options)
+    if getattr(model, "init", None) == "lsuv":  # LSUV rescales each layer on a batch of training images
+        lsuv_(model, first_batch(data, LSUV_BATCH))
+    return model
+
+
+@dataclass
+class Memory:
+    """How the model's activations are kept: checkpointing and where the CPU allocates them."""
+
+    checkpointing: CheckpointingChoice
+    mmap_threshold: int | None
+
+    def record(self, model: nn.Module) -> dict:
+        """config.json's "checkpointing" entry."""
+        mib = self.mmap_threshold / 2**20 if self.mmap_threshold else None
+        return {"segments": getattr(model, "checkpoint_segments", 0), "auto": self.checkpointing.auto,
+                "activation_gib": self.checkpointing.estimate_gib, "mmap_threshold_mib": mib}  # fmt: skip
+
+
+def fit_in_memory(
+    model: nn.Module, cfg: TrainConfig, shape: tuple[int, int, int], micro_batch: int, fast: FastPath,
+    device: torch.device, announce: bool,
+) -> tuple[Memory, FastPath]:  # fmt: skip
+    """Checkpoint very deep nets where their activations would not fit (resnet1202 at batch 128: 8 GB)."""
+    ckpt = choose_checkpointing(
+        cfg.model_options.get("checkpoint_segments"), model, shape, micro_batch, device
+    )
+    if ckpt.auto:
+        model.set_checkpointing(None)
+        if announce:
+            print(f"resnets: {cfg.model} at batch {micro_batch}: {ckpt.reason()}", file=sys.stderr)
+    if getattr(model, "checkpoint_segments", 0) and fast.compile:
+        # torch.compile cannot trace the checkpoint's recompute context (which keeps BN
+        # statistics from being updated twice): a checkpointed run trains eagerly.
+        if cfg.compile:
+            raise ResnetsError("--compile cannot be combined with activation checkpointing; use --no-compile")
+        fast = dataclasses.replace(fast, compile=False)
+    mapped = map_checkpointed_activations(model, shape, micro_batch, fast.precision, device)
+    return Memory(ckpt, mapped), fast
+
+
+def place_model(model: nn.Module, cfg: TrainConfig, ctx: distributed.Context, resume: bool) -> nn.Module:
+    """Starting weights, SyncBatchNorm, device and memory format."""
+    if cfg.init_from and not resume:
+        load_pretrained(model, cfg.init_from)
+    if cfg.sync_bn:
+        model = distributed.sync_batchnorm(model, ctx)
+    model = model.to(ctx.device)
+    if cfg.channels_last:
+        model = model.to(memory_format=torch.channels_last)
+    return model

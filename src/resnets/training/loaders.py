@@ -1,0 +1,87 @@
+"""A run's training and test batches: whole tensors in memory, or files streamed by workers."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+
+from ..data import Dataset, StreamedDataset, StreamLoader, TensorLoader
+from ..data.stream import default_workers
+from ..errors import ResnetsError
+from .config import TrainConfig
+from .schedules import resolution_at
+
+Loader = TensorLoader | StreamLoader
+
+
+@dataclass
+class Loaders:
+    """The two loaders of a run and what config.json records about them."""
+
+    train: Loader
+    test: Loader
+    train_images: int
+    info: dict[str, Any]
+
+
+def make_loaders(
+    cfg: TrainConfig, data: Dataset | StreamedDataset, rank: int, world: int, device: torch.device
+) -> Loaders:
+    """Per-rank training batches of ``batch_size / world`` images and whole-batch test passes."""
+    rank_batch = cfg.batch_size // world
+    train_split = data.train.subset(cfg.train_subset, cfg.seed) if cfg.train_subset else data.train
+    common = {"mean": data.mean, "std": data.std, "device": device, "channels_last": cfg.channels_last}
+    info: dict[str, Any] = {"kind": "memory", "reason": getattr(data, "loader_reason", "built in")}
+    if isinstance(data, StreamedDataset):
+        workers = cfg.workers if cfg.workers is not None else default_workers(world)
+        train = StreamLoader(
+            train_split, rank_batch, train=True, image_size=data.image_size, seed=cfg.seed,
+            shard=(rank, world), workers=workers, **common,
+        )  # fmt: skip
+        test = StreamLoader(data.test, cfg.batch_size, image_size=data.test_size, workers=workers, **common)
+        info |= {"kind": "stream", "workers": workers, "test_size": data.test_size}
+    else:
+        if cfg.resize_from is not None:
+            raise ResnetsError("--resize-from needs a streamed dataset (--loader stream or shards)")
+        train = TensorLoader(
+            train_split, rank_batch, train=True, crop_padding=data.crop_padding, flip=data.flip,
+            seed=cfg.seed, shard=(rank, world), **common,
+        )  # fmt: skip
+        test = TensorLoader(data.test, cfg.batch_size, **common)
+    if len(train) == 0:
+        raise ResnetsError(
+            f"batch size {cfg.batch_size} is larger than the training set "
+            f"({len(train_split)} images); lower --batch-size"
+        )
+    return Loaders(train, test, len(train_split), info)
+
+
+def plan_resolutions(loader: Loader, cfg: TrainConfig, epochs: int, final: int) -> list[int] | None:
+    """Progressive resizing: the training crop of each epoch, from --resize-from up to ``final``."""
+    if cfg.resize_from is None or not isinstance(loader, StreamLoader):
+        return None
+    sizes = [resolution_at(e, epochs, cfg.resize_from, final) for e in range(epochs)]
+    loader.size_at = lambda epoch: sizes[min(epoch, len(sizes) - 1)]
+    return sizes
+
+
+def first_batch(data: Dataset | StreamedDataset, n: int) -> torch.Tensor:
+    """``n`` normalised training images (in their epoch-0 order): what LSUV calibrates on."""
+    if isinstance(data, StreamedDataset):
+        loader = StreamLoader(data.train, min(n, len(data.train)), data.mean, data.std, train=True,
+                              image_size=data.image_size, workers=0)  # fmt: skip
+    else:
+        loader = TensorLoader(data.train, n, data.mean, data.std, "cpu")
+    return next(iter(loader))[0]
+
+
+def split_loader(
+    data: Dataset | StreamedDataset, split, batch_size: int, mean, std, device: torch.device
+) -> Loader:
+    """Evaluation batches of one split (``data.train`` or ``data.test``), in memory or streamed."""
+    if isinstance(data, StreamedDataset):
+        return StreamLoader(split, batch_size, mean, std, device, image_size=data.test_size,
+                            workers=default_workers())  # fmt: skip
+    return TensorLoader(split, batch_size, mean, std, device)
