@@ -1,10 +1,10 @@
 """The streaming path's speed: decoders, readers and workers at 224 px against resnet50's appetite.
 
-    python benchmarks/loader.py [--images 512] [--json docs/bench/loader.json]
+    python benchmarks/loader.py [--images 512] [--sizes 350 500] [--json docs/bench/loader.json]
 
 On a generated tree of JPEGs of ImageNet's typical size (350-500 px), in one run on one machine:
-1. decode + RandomResizedCrop(224) + flip, one process: Pillow, Pillow with draft mode (ours),
-   and simplejpeg (scaled decoding) when it is installed;
+1. decode + RandomResizedCrop(224) + flip, one process: Pillow, Pillow's draft mode, and
+   simplejpeg's scaled decoding when it is installed (the default then);
 2. reading the encoded bytes: files of a folder, our tar-shard reader, and webdataset's
    sequential reader when it is installed;
 3. StreamLoader end to end with 1 and 2 workers, and resnet50 training on this CPU (bf16,
@@ -30,7 +30,7 @@ from resnets import create_model
 from resnets.data import StreamLoader, load_dataset
 from resnets.data.generate import write_jpeg_tree
 from resnets.data.shards import open_shards, write_shards
-from resnets.data.transforms import random_resized_box, train_image
+from resnets.data.transforms import DECODER, SIMPLEJPEG, eval_image, train_image
 
 H200_RESNET50_TRAIN = 6371.7  # img/s, bf16 channels-last compiled, batch 256 (docs/results.md)
 
@@ -46,37 +46,13 @@ def rate(fn, items: list, repeat: int = 2) -> float:
     return len(items) / best
 
 
-def simplejpeg_crop(data: bytes, seed: int) -> np.ndarray | None:
-    import simplejpeg
-    from PIL import Image
-
-    rng = np.random.default_rng(seed)
-    flip = bool(rng.integers(0, 2))
-    width, height, _, _ = simplejpeg.decode_jpeg_header(data)
-    box = random_resized_box(width, height, rng)
-    need_w = math.ceil(width * 224 / (box[2] - box[0]))
-    need_h = math.ceil(height * 224 / (box[3] - box[1]))
-    arr = simplejpeg.decode_jpeg(data, colorspace="RGB", min_width=need_w, min_height=need_h)
-    sx, sy = arr.shape[1] / width, arr.shape[0] / height
-    im = Image.fromarray(arr).resize(
-        (224, 224), Image.Resampling.BILINEAR, box=(box[0] * sx, box[1] * sy, box[2] * sx, box[3] * sy)
-    )
-    if flip:
-        im = im.transpose(Image.Transpose.FLIP_LEFT_RIGHT)
-    return np.asarray(im).transpose(2, 0, 1)
-
-
 def decoders(blobs: list[bytes]) -> dict[str, float]:
-    out = {
-        "pillow": rate(lambda b, i: train_image(b, 224, i, draft=False), blobs),
-        "pillow + draft (ours)": rate(lambda b, i: train_image(b, 224, i), blobs),
-    }
-    try:
-        import simplejpeg  # noqa: F401
-    except ImportError:
+    """Training crops (RandomResizedCrop 224 + flip) per second by each decoder, one process."""
+    names = ["pillow", "pillow-draft"] + (["simplejpeg"] if SIMPLEJPEG is not None else [])
+    if SIMPLEJPEG is None:
         print("simplejpeg not installed: skipped", file=sys.stderr)
-    else:
-        out["simplejpeg (scaled decode)"] = rate(lambda b, i: simplejpeg_crop(b, i), blobs)
+    out = {name: rate(lambda b, i, n=name: train_image(b, 224, i, decoder=n), blobs) for name in names}
+    out["eval crop, default decoder"] = rate(lambda b, i: eval_image(b, 224), blobs)
     return out
 
 
@@ -103,11 +79,14 @@ def readers(tree: Path, shards: Path) -> dict[str, float]:
 def loader_rate(tree: Path, workers: int, batches: int) -> float:
     data = load_dataset("imagefolder", tree, loader="stream")
     loader = StreamLoader(data.train, 32, data.mean, data.std, train=True, workers=workers)
+    batches = min(batches, len(loader) - 1)
     it = loader.epoch(0)
     next(it)  # workers started and their queues primed
     t0 = time.perf_counter()
     n = sum(len(next(it)[1]) for _ in range(batches))
-    return n / (time.perf_counter() - t0)
+    seconds = time.perf_counter() - t0
+    loader.close()  # stop the workers before the tree is deleted
+    return n / seconds
 
 
 def resnet50_rate(steps: int = 4, batch: int = 16) -> float:
@@ -133,11 +112,18 @@ def resnet50_rate(steps: int = 4, batch: int = 16) -> float:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--images", type=int, default=512, help="JPEGs in the generated tree")
+    parser.add_argument("--sizes", type=int, nargs=2, default=(350, 500), help="JPEG side range, px")
     parser.add_argument("--json", help="also write the figures here")
     args = parser.parse_args()
     torch.set_num_threads(1)
     with tempfile.TemporaryDirectory() as tmp:
-        tree = write_jpeg_tree(Path(tmp) / "tree", per_class=args.images // 4, classes=4, sizes=(350, 500))
+        tree = write_jpeg_tree(
+            Path(tmp) / "tree",
+            per_class=args.images // 4,
+            classes=4,
+            sizes=tuple(args.sizes),
+            test_per_class=4,
+        )
         data = load_dataset("imagefolder", tree, loader="stream")
         shards = Path(tmp) / "shards"
         write_shards({"train": data.train, "test": data.test}, data.classes, shards, 64 * 2**20)
@@ -154,7 +140,7 @@ def main() -> None:
         }
     torch.set_num_threads(2)
     result["resnet50_train_cpu_img_s"] = resnet50_rate()
-    ours = result["decode_per_process"]["pillow + draft (ours)"]
+    ours = result["decode_per_process"][DECODER]
     result["workers_to_feed_h200_resnet50"] = math.ceil(H200_RESNET50_TRAIN / ours)
     result["workers_to_feed_this_cpu_resnet50"] = result["resnet50_train_cpu_img_s"] / ours
     print(json.dumps(result, indent=1))

@@ -85,6 +85,23 @@ def test_batches_do_not_depend_on_workers_and_resume_mid_epoch(tree: Path) -> No
     assert [len(y) for _, y in test] == [5, 5, 2]
 
 
+def test_every_decoder_cuts_the_same_crop_of_a_large_photo(tmp_path: Path) -> None:
+    from resnets.data.transforms import SIMPLEJPEG, eval_image, train_image
+
+    big = write_jpeg_tree(tmp_path, per_class=2, classes=1, sizes=(1200, 1600))
+    decoders = ["pillow", "pillow-draft"] + (["simplejpeg"] if SIMPLEJPEG is not None else [])
+    for path in sorted((big / "train" / "class000").iterdir()):
+        data = path.read_bytes()
+        for make in (
+            lambda d, n: train_image(d, 224, 7, decoder=n),
+            lambda d, n: eval_image(d, 224, decoder=n),
+        ):
+            full, *scaled = (make(data, n).astype(np.float64) for n in decoders)
+            for image in scaled:  # a reduced decode of the same box: the same picture, a little softer
+                assert image.shape == full.shape == (3, 224, 224)
+                assert np.abs(image - full).mean() < 2.0  # another crop differs by ~10
+
+
 def test_auto_loader_streams_by_size_and_records_why(tree: Path) -> None:
     small = load_dataset("imagefolder", tree)
     assert not getattr(small, "streamed", False) and small.image_shape == (3, 32, 32)

@@ -104,3 +104,6 @@ class TensorLoader:
 
     def __iter__(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
         return self.epoch(0)
+
+    def close(self) -> None:
+        """Nothing to release: the same interface as StreamLoader."""

@@ -149,3 +149,10 @@ class StreamLoader:
 
     def __iter__(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
         return self.epoch(0)
+
+    def close(self) -> None:
+        """Stop the worker processes (persistent ones otherwise live as long as this loader)."""
+        iterator = getattr(self._loader, "_iterator", None)
+        if iterator is not None:
+            iterator._shutdown_workers()  # DataLoader has no public way to end persistent workers
+            self._loader._iterator = None

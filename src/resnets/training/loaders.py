@@ -9,6 +9,7 @@ import torch
 
 from ..data import Dataset, StreamedDataset, StreamLoader, TensorLoader
 from ..data.stream import default_workers
+from ..data.transforms import DECODER
 from ..errors import ResnetsError
 from .config import TrainConfig
 from .schedules import resolution_at
@@ -41,7 +42,7 @@ def make_loaders(
             shard=(rank, world), workers=workers, **common,
         )  # fmt: skip
         test = StreamLoader(data.test, cfg.batch_size, image_size=data.test_size, workers=workers, **common)
-        info |= {"kind": "stream", "workers": workers, "test_size": data.test_size}
+        info |= {"kind": "stream", "workers": workers, "test_size": data.test_size, "decoder": DECODER}
     else:
         if cfg.resize_from is not None:
             raise ResnetsError("--resize-from needs a streamed dataset (--loader stream or shards)")

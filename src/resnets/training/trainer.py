@@ -166,6 +166,8 @@ def _train(cfg: TrainConfig, ctx: distributed.Context, resume: bool, progress: b
     finally:
         bar.close()
         logs.close()
+        for loader in (run.loaders.train, run.loaders.test):
+            loader.close()
     return _finish(run)
 
 
