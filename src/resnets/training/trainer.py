@@ -149,7 +149,7 @@ def _train(cfg: TrainConfig, ctx: distributed.Context, resume: bool, progress: b
             while run.step < run.plan.total:
                 epoch, first = divmod(run.step, run.plan.steps_per_epoch)
                 for x, y in run.loaders.train.epoch(epoch, first):
-                    stop = _train_step(run, x, y, logs, sigint.raised, bar)
+                    stop = _train_step(run, x, y, logs, sigint, bar)
                     if run.step % run.plan.eval_every == 0 or run.step == run.plan.total:
                         _evaluate(run, logs)
                     if ctx.main and (run.step % run.plan.checkpoint_every == 0 or run.step == run.plan.total
@@ -238,7 +238,9 @@ def _plan(cfg: TrainConfig, steps_per_epoch: int) -> Plan:
     return Plan(total, steps_per_epoch, eval_every, cfg.checkpoint_every or eval_every, warmup)
 
 
-def _train_step(run: Run, x: torch.Tensor, y: torch.Tensor, logs: RunLogs, stop: bool, bar: Progress) -> bool:
+def _train_step(
+    run: Run, x: torch.Tensor, y: torch.Tensor, logs: RunLogs, sigint: SigintFlag, bar: Progress
+) -> bool:
     """One optimisation step over the global batch; whether any process was asked to stop."""
     cfg, t0 = run.cfg, time.perf_counter()
     lr = lr_at(run.step, run.plan.total, cfg.lr, cfg.schedule, run.plan.warmup)
@@ -251,8 +253,9 @@ def _train_step(run: Run, x: torch.Tensor, y: torch.Tensor, logs: RunLogs, stop:
     loss_sum, wrong = forward_backward(
         run.forward, x, y, cfg.accumulate, cfg.label_smoothing, run.precision, run.scaler, run.ctx.device
     )
-    # One all-reduce per step: every rank learns the global loss and stop requests.
-    loss_sum, wrong, n, stop = distributed.all_sum([loss_sum, wrong, len(y), stop], run.ctx)
+    # One all-reduce per step: every rank learns the global loss and stop requests (a Ctrl-C
+    # during this step's compute stops after it, not after the next one).
+    loss_sum, wrong, n, stop = distributed.all_sum([loss_sum, wrong, len(y), sigint.raised], run.ctx)
     loss = loss_sum / n
     if not math.isfinite(loss):
         last = list_checkpoints(run.run_dir)
