@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import platform
 import resource
 import subprocess
 import sys
@@ -23,16 +22,11 @@ CHILD = "--child"
 
 
 def _cpu_name() -> str:
-    fields: dict[str, str] = {}
-    try:
-        with open("/proc/cpuinfo") as f:
-            for line in f:
-                key, _, value = line.partition(":")
-                fields.setdefault(key.strip(), value.strip())
-    except OSError:
-        return platform.processor() or "unknown CPU"
-    name, family, model = (fields.get(k, "?") for k in ("model name", "cpu family", "model"))
-    return f"{name} (family {family}, model {model})"
+    import torch
+
+    from resnets.training.autotune import device_name
+
+    return device_name(torch.device("cpu"))
 
 
 def child(model_name: str, segments: str, batch: int, steps: int, device: str) -> dict:

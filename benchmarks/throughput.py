@@ -29,8 +29,9 @@ from torch.utils.flop_counter import FlopCounterMode
 from resnets import create_model
 from resnets.deploy.inference import prepare_inference
 from resnets.training import TrainConfig
+from resnets.training.autotune import tune
 from resnets.training.precision import grad_scaler
-from resnets.training.step import forward_backward, make_optimizer, resolve_fast_path
+from resnets.training.step import forward_backward, make_optimizer
 
 CIFAR = {"resnet20": 3, "resnet56": 9, "resnet110": 18}
 IMAGENET = {"resnet18": ("basic", [2, 2, 2, 2]), "resnet34": ("basic", [3, 4, 6, 3]),
@@ -192,7 +193,8 @@ def reference_train(model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> Calla
 def ours_train(model: nn.Module, x: torch.Tensor, y: torch.Tensor, device: torch.device, compile_: bool):
     """The step `resnets train` takes: the library's own optimizer, precision and forward_backward."""
     cfg = TrainConfig(compile=compile_)
-    fast = resolve_fast_path(cfg, device, images=0)
+    # The precision and layout `resnets train` would measure and choose on this machine (cached).
+    fast, _ = tune(cfg, model, tuple(x.shape[1:]), int(y.max()) + 1, len(x), 0, device)
     if fast.channels_last:
         model = model.to(memory_format=torch.channels_last)
         x = x.contiguous(memory_format=torch.channels_last)

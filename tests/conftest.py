@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+import tempfile
 from pathlib import Path
 
 import pytest
@@ -15,6 +16,10 @@ SHARED_DATA = Path(os.environ.get("RESNETS_SHARED_DATA", ROOT.parent / "shared" 
 
 # Timeouts are hang guards, never speed checks: generous enough for a slow, shared machine.
 HANG_GUARD = 1800
+
+# The fast-path trials of this session measure into a cache of their own (children inherit it),
+# never into the user's ~/.cache.
+os.environ.setdefault("RESNETS_CACHE_DIR", tempfile.mkdtemp(prefix="resnets-test-cache-"))
 
 # Two cores: keep intra-op threads from oversubscribing when tests spawn processes.
 torch.set_num_threads(min(2, torch.get_num_threads()))

@@ -15,13 +15,11 @@ from resnets import create_model
 from resnets.deploy.export import count_batchnorms
 from resnets.deploy.inference import prepare_inference
 from resnets.models.complexity import count_params
-from resnets.training import TrainConfig, train
+from resnets.training import TrainConfig, autotune, train
 from resnets.training import precision as precision_mod
-from resnets.training import step as step_mod
 from resnets.training.checkpoint import list_checkpoints, load_checkpoint
 from resnets.training.ema import make_ema
 from resnets.training.precision import resolve_precision
-from resnets.training.step import resolve_fast_path
 
 CPU = torch.device("cpu")
 
@@ -34,17 +32,86 @@ def test_auto_precision_is_bf16_only_where_the_cpu_computes_it(monkeypatch: pyte
     assert resolve_precision("auto", CPU) == "fp32"
 
 
-def test_auto_compile_only_for_long_runs_on_small_images(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(step_mod, "has_compiler", lambda: True)
-    cfg = TrainConfig()
-    assert resolve_fast_path(cfg, CPU, images=2_000_000, pixels=32 * 32).compile
-    assert not resolve_fast_path(cfg, CPU, images=20_000, pixels=32 * 32).compile  # warm-up would not pay
-    assert not resolve_fast_path(cfg, CPU, images=2_000_000, pixels=224 * 224).compile  # measured no gain
-    assert not resolve_fast_path(TrainConfig(grad_every=5), CPU, 2_000_000).compile  # hooks need eager
-    assert resolve_fast_path(TrainConfig(compile=True), CPU, images=10).compile  # asked for: done
-    assert not resolve_fast_path(TrainConfig(compile=False), CPU, images=10**9).compile
-    monkeypatch.setattr(step_mod, "has_compiler", lambda: False)
-    assert not resolve_fast_path(cfg, CPU, images=2_000_000).compile
+def _fake_timings(monkeypatch: pytest.MonkeyPatch, table: dict[str, float], calls: list) -> None:
+    """Replace the trial's stopwatch: seconds per step by candidate, and the compiled step's."""
+
+    def fake(model, x, y, precision, device, steps=2):
+        layout = "nhwc" if x.is_contiguous(memory_format=torch.channels_last) and x.shape[1] > 1 else "nchw"
+        calls.append((precision, layout, steps))
+        if steps == 0:
+            return 0.01, 0.01
+        if steps == 3:  # the compiled probe
+            return table["compile_warmup"], table["compile"]
+        return table[f"{precision}/{layout}"], table[f"{precision}/{layout}"]
+
+    monkeypatch.setattr(autotune, "_step_seconds", fake)
+
+
+def test_fast_path_is_measured_cached_and_overridable(monkeypatch, tmp_path: Path) -> None:
+    monkeypatch.setenv("RESNETS_CACHE_DIR", str(tmp_path))
+    calls: list = []
+    table = {"fp32/nchw": 4.0, "fp32/nhwc": 3.0, "bf16/nchw": 2.0, "bf16/nhwc": 2.5}
+    _fake_timings(monkeypatch, table, calls)
+    model = create_model("resnet20", num_classes=10)
+    args = (model, (3, 32, 32), 10, 128, 100)
+    fast, record = autotune.tune(TrainConfig(compile=False), *args, CPU)
+    assert (fast.precision, fast.channels_last) == ("bf16", False) and not record["cached"]
+    assert record["trial"]["seconds_per_step"] == table and len(calls) == 5  # a sizing step + 4 candidates
+    cache = json.loads((tmp_path / autotune.CACHE_FILE).read_text())
+    assert list(cache) == [record["key"]] and "family" in record["key"] and "resnet20" in record["key"]
+    calls.clear()
+    again, record = autotune.tune(TrainConfig(compile=False), *args, CPU)
+    assert again == fast and record["cached"] and calls == []  # measured once per machine and model
+    given, _ = autotune.tune(TrainConfig(compile=False, precision="fp32"), *args, CPU)
+    assert (given.precision, given.channels_last) == ("fp32", True)  # the fastest layout in fp32
+    fixed, record = autotune.tune(
+        TrainConfig(compile=False, precision="fp32", channels_last=False), *args, CPU
+    )
+    assert (fixed.precision, fixed.channels_last, record["trial"]) == ("fp32", False, None)
+
+
+def test_compile_is_chosen_where_its_measured_saving_repays_its_warm_up(monkeypatch, tmp_path) -> None:
+    monkeypatch.setenv("RESNETS_CACHE_DIR", str(tmp_path))
+    monkeypatch.setattr(autotune, "has_compiler", lambda: True)
+    table = {"fp32/nchw": 1.0, "fp32/nhwc": 1.0, "bf16/nchw": 0.5, "bf16/nhwc": 0.6,
+             "compile": 0.45, "compile_warmup": 60.0}  # fmt: skip
+    _fake_timings(monkeypatch, table, [])
+    model = create_model("resnet20", num_classes=10)
+
+    def tune(steps: int, **settings):
+        return autotune.tune(TrainConfig(**settings), model, (3, 32, 32), 10, 64, steps, CPU)
+
+    short = tune(100)  # 50 s of eager training: a compile could not pay, so it is not even tried
+    assert short[0].compile is False and "compile" not in short[1]["trial"]["seconds_per_step"]
+    assert tune(1000)[0].compile is False  # tried: saves 0.05 s x 1000 = 50 s < 60 s of warm-up
+    assert tune(2000)[0].compile is True  # saves 100 s > 60 s
+    assert tune(2000, compile=False)[0].compile is False and tune(10, compile=True)[0].compile is True
+    assert tune(2000, grad_every=5)[0].compile is False  # gradient hooks need the eager modules
+
+
+def test_a_run_records_its_measured_choice_and_a_resume_keeps_it(tmp_path: Path, monkeypatch) -> None:
+    monkeypatch.setenv("RESNETS_CACHE_DIR", str(tmp_path / "cache"))
+    run = tmp_path / "run"
+    args = ["train", "--model", "resnet20", "--dataset", "digits", "--batch-size", "32", "--quiet"]
+    assert run_cli(*args, "--iterations", "4", "--out", str(run)).returncode == 0
+    resolved = json.loads((run / "config.json").read_text())["resolved"]
+    seconds = resolved["fast_path"]["trial"]["seconds_per_step"]
+    assert set(seconds) == {"fp32/nchw", "fp32/nhwc", "bf16/nchw", "bf16/nhwc"} and min(seconds.values()) > 0
+    best = min(seconds, key=seconds.get)
+    assert f"{resolved['precision']}/{'nhwc' if resolved['channels_last'] else 'nchw'}" == best
+    # Make the other precision look faster in the cache: a resumed run still keeps its own choice.
+    cache_file = tmp_path / "cache" / autotune.CACHE_FILE
+    cache = json.loads(cache_file.read_text())
+    for entry in cache.values():
+        entry["seconds"] = {k: (0.001 if not k.startswith(resolved["precision"]) else 9.0) for k in seconds}
+    cache_file.write_text(json.dumps(cache))
+    assert run_cli("train", "--resume", "--out", str(run), "--iterations", "6", "--quiet").returncode == 0
+    after = json.loads((run / "config.json").read_text())["resolved"]
+    assert (after["precision"], after["fast_path"]) == (resolved["precision"], resolved["fast_path"])
+    fresh = tmp_path / "fresh"  # while a new run reads the cache and follows it
+    assert run_cli(*args, "--iterations", "2", "--out", str(fresh)).returncode == 0
+    chosen = json.loads((fresh / "config.json").read_text())["resolved"]
+    assert chosen["fast_path"]["cached"] and chosen["precision"] != resolved["precision"]
 
 
 @pytest.mark.parametrize("name", ["resnet20", "preact_resnet110", "resnet18"])

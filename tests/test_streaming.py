@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import functools
+import http.server
+import io
 import json
 import os
 import re
@@ -11,6 +14,7 @@ import subprocess
 import sys
 import tarfile
 import textwrap
+import threading
 import time
 from pathlib import Path
 
@@ -190,6 +194,43 @@ def test_shards_hold_the_folder_images_and_yield_the_same_batches(tree: Path, tm
     assert names[:2] == ["000000000.jpg", "000000000.cls"]
     again = run_cli("shard", str(tree), "--out", str(tmp_path / "shards"))
     assert_clean_error(again, "already holds shards")
+
+
+class _RangeHandler(http.server.SimpleHTTPRequestHandler):
+    """A static file server that answers byte-range requests, as object stores do."""
+
+    def send_head(self):
+        spec = self.headers.get("Range")
+        path = Path(self.translate_path(self.path))
+        if not spec or not path.is_file():
+            return super().send_head()
+        data = path.read_bytes()
+        lo, _, hi = spec.removeprefix("bytes=").partition("-")
+        lo, hi = int(lo), min(int(hi) if hi else len(data) - 1, len(data) - 1)
+        self.send_response(206)
+        self.send_header("Content-Range", f"bytes {lo}-{hi}/{len(data)}")
+        self.send_header("Content-Length", str(hi - lo + 1))
+        self.end_headers()
+        return io.BytesIO(data[lo : hi + 1])
+
+    def log_message(self, *args) -> None:
+        pass
+
+
+def test_shards_stream_from_an_http_url(tree: Path, tmp_path: Path) -> None:
+    pytest.importorskip("aiohttp", reason="http URLs need the remote extra")
+    assert run_cli("shard", str(tree), "--out", str(tmp_path / "shards"), "--shard-mb", "0.3").returncode == 0
+    handler = functools.partial(_RangeHandler, directory=str(tmp_path))
+    with http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler) as server:
+        threading.Thread(target=server.serve_forever, daemon=True).start()
+        url = f"http://127.0.0.1:{server.server_address[1]}/shards"
+        remote = load_dataset("shards", url)
+        local = load_dataset("shards", tmp_path / "shards")
+        for got, want in zip(_batches(remote.train, workers=2), _batches(local.train), strict=True):
+            assert torch.equal(got[0], want[0]) and torch.equal(got[1], want[1])
+        missing = run_cli("train", "--dataset", "shards", "--data-dir", url + "-gone", "--quiet")
+        server.shutdown()
+    assert_clean_error(missing, "index.json")
 
 
 def test_a_corrupt_jpeg_is_named_and_skipped(tree: Path, tmp_path: Path) -> None:

@@ -102,14 +102,16 @@ def _optimiser_flags(p: argparse.ArgumentParser) -> None:
 
 
 def _speed_flags(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--precision", help="auto (bf16 where native, else fp32), fp32, bf16, fp16 (CUDA)"
-                   + _default("precision"))  # fmt: skip
+    p.add_argument("--precision", help="fp32, bf16, fp16 (CUDA) or auto: the faster of fp32 and bf16 in a "
+                   "short trial on this machine, cached" + _default("precision"))  # fmt: skip
     p.add_argument(
-        "--channels-last", action=argparse.BooleanOptionalAction, help="NHWC memory format (default on)"
+        "--channels-last",
+        action=argparse.BooleanOptionalAction,
+        help="NHWC memory format (default: whichever layout the trial finds faster)",
     )
     p.add_argument(
         "--compile", action=argparse.BooleanOptionalAction,
-        help="torch.compile the model (default: when the run trains on >= 250k images)",
+        help="torch.compile the model (default: where its measured saving over the run repays its warm-up)",
     )  # fmt: skip
     p.add_argument(
         "--checkpoint-activations", nargs="?", const="auto", metavar="SEGMENTS",

@@ -95,9 +95,13 @@ def _open(location: str):
         return open(location, "rb")
     try:
         import fsspec
-    except ImportError:
-        raise ResnetsError("reading shards from a URL needs fsspec: pip install fsspec") from None
-    return fsspec.open(location, "rb").open()
+
+        return fsspec.open(location, "rb").open()
+    except ImportError as e:  # fsspec itself, or the package of this URL's scheme
+        scheme = location.split("://", 1)[0]
+        raise ResnetsError(
+            f"reading shards from {scheme}:// URLs needs {e.name or 'fsspec'}: pip install 'resnets[remote]'"
+        ) from None
 
 
 @dataclass

@@ -47,18 +47,25 @@ class Memory:
                 "activation_gib": self.checkpointing.estimate_gib, "mmap_threshold_mib": mib}  # fmt: skip
 
 
-def fit_in_memory(
-    model: nn.Module, cfg: TrainConfig, shape: tuple[int, int, int], micro_batch: int, fast: FastPath,
-    device: torch.device, announce: bool,
-) -> tuple[Memory, FastPath]:  # fmt: skip
+def choose_checkpointing_for(
+    model: nn.Module, cfg: TrainConfig, shape: tuple[int, int, int], micro_batch: int, device: torch.device,
+    announce: bool,
+) -> CheckpointingChoice:  # fmt: skip
     """Checkpoint very deep nets where their activations would not fit (resnet1202 at batch 128: 8 GB)."""
-    ckpt = choose_checkpointing(
-        cfg.model_options.get("checkpoint_segments"), model, shape, micro_batch, device
-    )
+    segments = cfg.model_options.get("checkpoint_segments")
+    ckpt = choose_checkpointing(segments, model, shape, micro_batch, device)
     if ckpt.auto:
         model.set_checkpointing(None)
         if announce:
             print(f"resnets: {cfg.model} at batch {micro_batch}: {ckpt.reason()}", file=sys.stderr)
+    return ckpt
+
+
+def fit_in_memory(
+    model: nn.Module, cfg: TrainConfig, ckpt: CheckpointingChoice, shape: tuple[int, int, int],
+    micro_batch: int, fast: FastPath, device: torch.device,
+) -> tuple[Memory, FastPath]:  # fmt: skip
+    """Eager training for checkpointed nets, and glibc told to map their large activations."""
     if getattr(model, "checkpoint_segments", 0) and fast.compile:
         # torch.compile cannot trace the checkpoint's recompute context (which keeps BN
         # statistics from being updated twice): a checkpointed run trains eagerly.
@@ -69,13 +76,15 @@ def fit_in_memory(
     return Memory(ckpt, mapped), fast
 
 
-def place_model(model: nn.Module, cfg: TrainConfig, ctx: distributed.Context, resume: bool) -> nn.Module:
+def place_model(
+    model: nn.Module, cfg: TrainConfig, ctx: distributed.Context, resume: bool, channels_last: bool
+) -> nn.Module:
     """Starting weights, SyncBatchNorm, device and memory format."""
     if cfg.init_from and not resume:
         load_pretrained(model, cfg.init_from)
     if cfg.sync_bn:
         model = distributed.sync_batchnorm(model, ctx)
     model = model.to(ctx.device)
-    if cfg.channels_last:
+    if channels_last:
         model = model.to(memory_format=torch.channels_last)
     return model

@@ -38,9 +38,9 @@ class TrainConfig:
     schedule: str = "paper"  # lr /10 at 50% and 75% of the steps (the paper's 32k/48k of 64k)
     warmup_steps: int | None = None  # None: the paper's 400 steps at lr/10 for nets of depth >= 110
     label_smoothing: float = 0.0
-    precision: str = "auto"  # bf16 where the hardware runs it natively, else fp32
-    channels_last: bool = True
-    compile: bool | None = None  # None: compile when the run is long enough to repay the warm-up
+    precision: str = "auto"  # auto: fp32 or bf16, whichever a short trial on this machine finds faster
+    channels_last: bool | None = None  # None: NHWC or NCHW, whichever the trial finds faster
+    compile: bool | None = None  # None: compile where its measured saving over the run repays its warm-up
     ema_decay: float | None = None  # evaluate and save an exponential moving average of the weights
     eval_flip: bool = False  # evaluate on each test image and its mirror image, averaged
     recipe: str | None = None  # the named recipe these settings started from (a record only)
@@ -94,11 +94,12 @@ class TrainConfig:
             _finite(f"weight decay for {pattern!r}", decay, low=0.0)
         if self.ema_decay is not None:
             _finite("ema_decay", self.ema_decay, low=0.0, high=1.0, low_open=True, high_open=True)
-        for name in ("channels_last", "eval_flip", "nesterov", "no_decay_on_norm_and_bias", "sync_bn"):
+        for name in ("eval_flip", "nesterov", "no_decay_on_norm_and_bias", "sync_bn"):
             if not isinstance(getattr(self, name), bool):
                 raise ResnetsError(f"{name} must be true or false, got {getattr(self, name)!r}")
-        if self.compile is not None and not isinstance(self.compile, bool):
-            raise ResnetsError(f"compile must be true, false or null (auto), got {self.compile!r}")
+        for name in ("compile", "channels_last"):
+            if getattr(self, name) is not None and not isinstance(getattr(self, name), bool):
+                raise ResnetsError(f"{name} must be true, false or null (auto), got {getattr(self, name)!r}")
         if self.warmup_steps is not None and (not _is_int(self.warmup_steps) or self.warmup_steps < 0):
             raise ResnetsError(f"warmup_steps must be an integer >= 0, got {self.warmup_steps!r}")
         if self.schedule not in SCHEDULES:

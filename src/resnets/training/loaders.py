@@ -33,7 +33,8 @@ def make_loaders(
     """Per-rank training batches of ``batch_size / world`` images and whole-batch test passes."""
     rank_batch = cfg.batch_size // world
     train_split = data.train.subset(cfg.train_subset, cfg.seed) if cfg.train_subset else data.train
-    common = {"mean": data.mean, "std": data.std, "device": device, "channels_last": cfg.channels_last}
+    # The memory format is set once the fast path is chosen (set_channels_last).
+    common = {"mean": data.mean, "std": data.std, "device": device, "channels_last": bool(cfg.channels_last)}
     info: dict[str, Any] = {"kind": "memory", "reason": getattr(data, "loader_reason", "built in")}
     if isinstance(data, StreamedDataset):
         workers = cfg.workers if cfg.workers is not None else default_workers(world)

@@ -31,6 +31,16 @@ def write_config(run_dir: Path, cfg: TrainConfig, resolved: dict[str, Any]) -> N
     atomic_write_text(run_dir / CONFIG_FILE, json.dumps(record, indent=2, sort_keys=True) + "\n")
 
 
+def read_resolved(run_dir: Path) -> dict[str, Any] | None:
+    """The "resolved" record of a run's config.json, or None where there is none to read."""
+    try:
+        record = json.loads((run_dir / CONFIG_FILE).read_text())
+    except (OSError, ValueError):
+        return None
+    resolved = record.get("resolved") if isinstance(record, dict) else None
+    return resolved if isinstance(resolved, dict) else None
+
+
 def rewrite_log(path: Path, up_to_step: int) -> None:
     """Keep the log lines a resumed run has already produced (a kill may cut a line)."""
     if not path.exists():

@@ -13,14 +13,7 @@ from torch import nn
 
 from ..errors import ResnetsError
 from .config import TrainConfig
-from .precision import autocast, check_precision, resolve_precision
-
-# torch.compile of a resnet20 step on this project's 2-core CPU: 23 s of warm-up, then 27% faster
-# (docs/performance.md); it pays once a run sees about 200k images, so "auto" compiles above this.
-COMPILE_MIN_IMAGES = 250_000
-# On the CPU it gained 28-33% for 32x32 inputs but nothing or less for 224x224 ones (ResNet-18
-# trained 12% slower compiled): the big convolutions are already oneDNN's, so "auto" skips those.
-COMPILE_MAX_CPU_PIXELS = 64 * 64
+from .precision import autocast
 
 
 @dataclass(frozen=True)
@@ -35,24 +28,6 @@ class FastPath:
 def has_compiler() -> bool:
     """torch.compile on the CPU generates C++; without a compiler it cannot run."""
     return any(shutil.which(c) for c in ("c++", "g++", "clang++"))
-
-
-def resolve_fast_path(cfg: TrainConfig, device: torch.device, images: int, pixels: int = 32 * 32) -> FastPath:
-    """Resolve 'auto' settings for a run training on ``images`` images of ``pixels`` pixels each."""
-    precision = resolve_precision(cfg.precision, device)
-    check_precision(precision, device)
-    compile_ = cfg.compile
-    if compile_ is None:
-        # Gradient recording hooks into modules, which compiled graphs would bypass.
-        compile_ = (
-            images >= COMPILE_MIN_IMAGES
-            and cfg.grad_every is None
-            and (
-                device.type == "cuda"
-                or (device.type == "cpu" and pixels <= COMPILE_MAX_CPU_PIXELS and has_compiler())
-            )
-        )
-    return FastPath(precision, cfg.channels_last, compile_)
 
 
 def make_optimizer(model: nn.Module, cfg: TrainConfig, device: torch.device) -> torch.optim.SGD:

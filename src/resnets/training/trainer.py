@@ -26,7 +26,8 @@ from ..errors import ResnetsError
 from ..io import exclusive, remove_stale_temporaries
 from ..models import get_spec
 from . import distributed
-from .build import build_model, fit_in_memory, place_model
+from .autotune import choose_fast_path
+from .build import build_model, choose_checkpointing_for, fit_in_memory, place_model
 from .checkpoint import (
     WEIGHTS_FILE,
     checkpoint_dir,
@@ -45,9 +46,9 @@ from .loaders import Loaders, make_loaders, plan_resolutions
 from .logs import RunLogs, check_loggers
 from .precision import check_precision, grad_scaler, resolve_precision
 from .progress import Progress
-from .rundir import CONFIG_FILE, GRADIENTS_FILE, METRICS_FILE, check_run_dir, write_config
+from .rundir import CONFIG_FILE, GRADIENTS_FILE, METRICS_FILE, check_run_dir, read_resolved, write_config
 from .schedules import default_warmup, lr_at
-from .step import compile_forward, forward_backward, make_optimizer, resolve_fast_path
+from .step import compile_forward, forward_backward, make_optimizer
 
 __all__ = ["CONFIG_FILE", "GRADIENTS_FILE", "METRICS_FILE", "Diverged", "Interrupted", "RunResult", "train"]
 
@@ -199,11 +200,15 @@ def _set_up(cfg: TrainConfig, ctx: distributed.Context, resume: bool) -> Run:
     loaders = make_loaders(cfg, data, ctx.rank, ctx.world, ctx.device)
     plan = _plan(cfg, len(loaders.train))
     sizes = plan_resolutions(loaders.train, cfg, -(-plan.total // plan.steps_per_epoch), data.image_shape[1])
-    pixels = data.image_shape[1] * data.image_shape[2]
-    fast = resolve_fast_path(cfg, ctx.device, plan.total * cfg.batch_size, pixels)
     model = build_model(cfg, data)
-    micro_batch = cfg.batch_size // ctx.world // cfg.accumulate
-    memory, fast = fit_in_memory(model, cfg, tuple(data.image_shape), micro_batch, fast, ctx.device, ctx.main)
+    micro_batch, shape = cfg.batch_size // ctx.world // cfg.accumulate, tuple(data.image_shape)
+    ckpt = choose_checkpointing_for(model, cfg, shape, micro_batch, ctx.device, ctx.main)
+    saved = read_resolved(Path(cfg.out)) if resume else None
+    micro_steps = plan.total * cfg.accumulate
+    fast, tuning = choose_fast_path(cfg, model, shape, data.num_classes, micro_batch, micro_steps, ctx, saved)
+    memory, fast = fit_in_memory(model, cfg, ckpt, shape, micro_batch, fast, ctx.device)
+    for loader in (loaders.train, loaders.test):
+        loader.channels_last = fast.channels_last
     if ctx.main:
         write_config(Path(cfg.out), cfg, {
             "num_classes": data.num_classes, "image_shape": list(data.image_shape),
@@ -213,12 +218,13 @@ def _set_up(cfg: TrainConfig, ctx: distributed.Context, resume: bool) -> Run:
             "eval_every": plan.eval_every, "checkpoint_every": plan.checkpoint_every,
             "device": str(ctx.device), "crop_padding": data.crop_padding, "flip": data.flip,
             "torch": torch.__version__, "processes": ctx.world, "precision": fast.precision,
-            "compile": fast.compile, "eval_flip": cfg.eval_flip and data.flip,
+            "channels_last": fast.channels_last, "compile": fast.compile, "fast_path": tuning,
+            "eval_flip": cfg.eval_flip and data.flip,
             # The free memory behind an automatic choice is in its stderr line, not here: a re-run
             # of a finished run must leave config.json byte for byte as it was.
             "checkpointing": memory.record(model), "loader": loaders.info,
         } | ({"train_sizes": sizes} if sizes else {}))  # fmt: skip
-    model = place_model(model, cfg, ctx, resume)
+    model = place_model(model, cfg, ctx, resume, fast.channels_last)
     forward = distributed.wrap(model, ctx)
     return Run(
         cfg, ctx, Path(cfg.out), data, loaders, plan, model,

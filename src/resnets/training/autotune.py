@@ -1,0 +1,221 @@
+"""Fast-path settings measured on the machine that trains: bf16, channels-last and compile.
+
+A setting left on auto is decided by a short trial of the run's own model on synthetic data of
+its own input shape: a few timed SGD steps per candidate, at a batch small enough that a step
+takes at most half a second. torch.compile is tried only for runs long enough that it could
+pay, and chosen where the measured saving over the whole run exceeds its measured warm-up.
+The figures are cached per (device model, torch version, threads, model, options, input shape)
+under the user's cache folder, so the trial runs once per machine and model, and they go into
+config.json ("resolved.fast_path"), beside the choice.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import os
+import platform
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from ..io import atomic_write_text
+from . import distributed
+from .config import TrainConfig
+from .precision import autocast
+from .step import FastPath, has_compiler
+
+CACHE_FILE = "fastpath.json"
+TRIAL_STEP_SECONDS = 0.5  # the trial batch is halved until one step takes at most this long
+TRIAL_MAX_BATCH = 64
+COMPILE_TRIAL_MIN_SECONDS = 300.0  # runs shorter than this (eager) cannot repay a compile's warm-up
+PRECISION_CODES = ("fp32", "bf16", "fp16")
+
+
+def cache_dir() -> Path:
+    """$RESNETS_CACHE_DIR, or ~/.cache/resnets."""
+    env = os.environ.get("RESNETS_CACHE_DIR")
+    return Path(env) if env else Path.home() / ".cache" / "resnets"
+
+
+def device_name(device: torch.device) -> str:
+    """The GPU's name, or the CPU's model with its family/model numbers."""
+    if device.type == "cuda":
+        return torch.cuda.get_device_name(device)
+    fields: dict[str, str] = {}
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                key, _, value = line.partition(":")
+                fields.setdefault(key.strip(), value.strip())
+    except OSError:
+        return platform.processor() or platform.machine()
+    name, family, model = (fields.get(k, "?") for k in ("model name", "cpu family", "model"))
+    return f"{name} (family {family}, model {model})"
+
+
+@dataclass
+class Trial:
+    """Seconds per step of each candidate at one trial batch."""
+
+    batch: int
+    seconds: dict[str, float]  # "fp32/nchw" -> s per step; "compile" and "compile_warmup" when tried
+
+    def best(self, allowed: list[tuple[str, bool]]) -> tuple[str, bool]:
+        """The fastest eager (precision, channels_last) among ``allowed``."""
+        return min(allowed, key=lambda c: self.seconds[_name(*c)])
+
+
+def _name(precision: str, channels_last: bool) -> str:
+    return f"{precision}/{'nhwc' if channels_last else 'nchw'}"
+
+
+def _step_seconds(model: nn.Module, x: torch.Tensor, y: torch.Tensor, precision: str, device, steps: int = 2):
+    """(first step, best of ``steps`` more) wall seconds of forward + backward + SGD."""
+    optimizer = torch.optim.SGD(model.parameters(), lr=1e-3, momentum=0.9)
+    times = []
+    for _ in range(steps + 1):
+        t0 = time.perf_counter()
+        with autocast(precision, device):
+            loss = F.cross_entropy(model(x).float(), y)
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+        if device.type == "cuda":
+            torch.cuda.synchronize(device)
+        times.append(time.perf_counter() - t0)
+    return times[0], min(times[1:] or times)
+
+
+def _candidates(cfg: TrainConfig, device: torch.device) -> list[tuple[str, bool]]:
+    precisions = [cfg.precision] if cfg.precision != "auto" else ["fp32", "bf16"]
+    if device.type == "cuda" and not torch.cuda.is_bf16_supported():
+        precisions = [p for p in precisions if p != "bf16"] or ["fp32"]
+    layouts = [cfg.channels_last] if cfg.channels_last is not None else [False, True]
+    return [(p, c) for p in precisions for c in layouts]
+
+
+def run_trial(model: nn.Module, cfg: TrainConfig, shape, classes: int, micro_batch: int, device) -> Trial:
+    """Time every candidate on a copy of ``model`` (its weights are left untouched)."""
+    probe = copy.deepcopy(model).to(device).train()
+    batch = min(micro_batch, TRIAL_MAX_BATCH)
+    g = torch.Generator().manual_seed(0)
+    while True:
+        x = torch.randn(batch, *shape, generator=g).to(device)
+        y = torch.randint(0, classes, (batch,), generator=g).to(device)
+        first, _ = _step_seconds(probe, x, y, "fp32", device, steps=0)
+        if first <= TRIAL_STEP_SECONDS or batch <= 4:
+            break
+        batch //= 2
+    seconds = {}
+    for precision, channels_last in _candidates(cfg, device):
+        fmt = torch.channels_last if channels_last else torch.contiguous_format
+        probe = probe.to(memory_format=fmt)
+        _, step = _step_seconds(probe, x.contiguous(memory_format=fmt), y, precision, device)
+        seconds[_name(precision, channels_last)] = step
+    return Trial(batch, seconds)
+
+
+def time_compile(model: nn.Module, trial: Trial, shape, classes: int, fast: FastPath, device) -> None:
+    """Add the compiled step's warm-up and steady time to ``trial`` (at the trial batch)."""
+    fmt = torch.channels_last if fast.channels_last else torch.contiguous_format
+    probe = copy.deepcopy(model).to(device).train().to(memory_format=fmt)
+    g = torch.Generator().manual_seed(0)
+    x = torch.randn(trial.batch, *shape, generator=g).to(device).contiguous(memory_format=fmt)
+    y = torch.randint(0, classes, (trial.batch,), generator=g).to(device)
+    warmup, step = _step_seconds(torch.compile(probe), x, y, fast.precision, device, steps=3)
+    trial.seconds["compile_warmup"], trial.seconds["compile"] = warmup, step
+
+
+def _key(cfg: TrainConfig, shape, micro_batch: int, device: torch.device) -> str:
+    options = json.dumps(cfg.model_options, sort_keys=True)
+    batch = min(micro_batch, TRIAL_MAX_BATCH)
+    where = f"{device_name(device)} | torch {torch.__version__} | threads {torch.get_num_threads()}"
+    return f"{where} | {cfg.model} {options} | {list(shape)} | batch <= {batch}"
+
+
+def _load_cache() -> dict[str, Any]:
+    try:
+        data = json.loads((cache_dir() / CACHE_FILE).read_text())
+    except (OSError, ValueError):
+        return {}
+    return data if isinstance(data, dict) else {}
+
+
+def _save_cache(key: str, trial: Trial) -> None:
+    from filelock import FileLock, Timeout
+
+    folder = cache_dir()
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        with FileLock(str(folder / (CACHE_FILE + ".lock")), timeout=30):
+            data = _load_cache()
+            data[key] = {"batch": trial.batch, "seconds": trial.seconds}
+            atomic_write_text(folder / CACHE_FILE, json.dumps(data, indent=1, sort_keys=True) + "\n")
+    except (OSError, Timeout):
+        pass  # a read-only or busy cache only means the next run measures again
+
+
+def tune(
+    cfg: TrainConfig, model: nn.Module, shape, classes: int, micro_batch: int, steps: int, device
+) -> tuple[FastPath, dict[str, Any]]:
+    """The fast path for a run of ``steps`` micro-batches, and what config.json records of the choice."""
+    wants_trial = cfg.precision == "auto" or cfg.channels_last is None
+    compile_auto = (
+        cfg.compile is None and cfg.grad_every is None and not getattr(model, "checkpoint_segments", 0)
+    )
+    compile_auto = compile_auto and (device.type == "cuda" or has_compiler())
+    if not wants_trial and not compile_auto:
+        return FastPath(cfg.precision, bool(cfg.channels_last), bool(cfg.compile)), {"trial": None}
+    key = _key(cfg, shape, micro_batch, device)
+    cached = _load_cache().get(key)
+    trial = Trial(cached["batch"], dict(cached["seconds"])) if cached else None
+    allowed = _candidates(cfg, device)
+    fresh = trial is None or not all(_name(*c) in trial.seconds for c in allowed)
+    if fresh:
+        trial = run_trial(model, cfg, shape, classes, micro_batch, device)
+    precision, channels_last = trial.best(allowed)
+    fast = FastPath(precision, channels_last, bool(cfg.compile))
+    eager = trial.seconds[_name(precision, channels_last)]
+    run_seconds = eager * micro_batch / trial.batch * steps  # the whole run, eager, estimated
+    if compile_auto and run_seconds >= COMPILE_TRIAL_MIN_SECONDS:
+        if "compile" not in trial.seconds:
+            time_compile(model, trial, shape, classes, fast, device)
+            fresh = True
+        saving = (eager - trial.seconds["compile"]) * micro_batch / trial.batch * steps
+        fast = FastPath(precision, channels_last, saving > trial.seconds["compile_warmup"])
+    if fresh:
+        _save_cache(key, trial)
+    figures = {k: round(v, 5) for k, v in trial.seconds.items()}
+    record = {"trial": {"batch": trial.batch, "seconds_per_step": figures}, "cached": not fresh,
+              "eager_run_estimate_s": round(run_seconds, 1), "key": key}  # fmt: skip
+    return fast, record
+
+
+def choose_fast_path(
+    cfg: TrainConfig, model: nn.Module, shape, classes: int, micro_batch: int, steps: int,
+    ctx: distributed.Context, saved: dict[str, Any] | None,
+) -> tuple[FastPath, dict[str, Any]]:  # fmt: skip
+    """Tune on rank 0 and share its choice; a resumed run keeps the choice it started with."""
+    if saved is not None and "precision" in saved:
+        layout = saved.get("channels_last", cfg.channels_last is not False)
+        compile_ = cfg.compile if cfg.compile is not None else bool(saved.get("compile"))
+        return FastPath(saved["precision"], layout, compile_), saved.get("fast_path", {"trial": None})
+    if ctx.main:
+        fast, record = tune(cfg, model, shape, classes, micro_batch, steps, ctx.device)
+    else:
+        fast, record = FastPath("fp32", False, False), {}
+    if ctx.world > 1:  # every rank must run the same graph: rank 0's measurement decides
+        mine = (
+            [PRECISION_CODES.index(fast.precision), fast.channels_last, fast.compile]
+            if ctx.main
+            else [0, 0, 0]
+        )
+        code, layout, compile_ = (int(v) for v in distributed.all_sum(mine, ctx))
+        fast = FastPath(PRECISION_CODES[code], bool(layout), bool(compile_))
+    return fast, record
