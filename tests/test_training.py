@@ -247,18 +247,8 @@ def test_tensorboard_log_mirrors_the_metrics_and_a_resume_drops_the_lost_steps(t
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
     run = tmp_path / "tb"
-    args = [
-        "train",
-        "--model",
-        "resnet20",
-        *FAST,
-        "--eval-every",
-        "2",
-        "--log",
-        "tensorboard",
-        "--out",
-        str(run),
-    ]
+    args = ["train", "--model", "resnet20", *FAST, "--eval-every", "2", "--log", "tensorboard", "--out"]
+    args.append(str(run))
     assert run_cli(*args, "--iterations", "4").returncode == 0
     assert run_cli("train", "--resume", "--out", str(run), "--iterations", "6", "--quiet").returncode == 0
     events = EventAccumulator(str(run / "tensorboard"))
