@@ -246,7 +246,9 @@ def measure(name: str, device: torch.device, args: argparse.Namespace) -> list[d
                 if mode == "train":
                     fn, precision = ours_train(model.train(), x, y, device, compile_)
                 else:
-                    fast = prepare_inference(model.eval(), device, "auto", compile=compile_)
+                    fast = prepare_inference(
+                        model.eval(), device, "auto", compile=compile_, input_shape=tuple(x.shape[1:])
+                    )
                     precision = fast.precision
 
                     def fn(fast=fast):

@@ -225,3 +225,13 @@ def test_benchmark_reference_is_the_same_network_as_ours(name: str) -> None:
     size = 32 if name in bench.CIFAR else 64
     x = torch.zeros(2, 3, size, size)
     assert bench.infer_flops(ref, x) == bench.infer_flops(ours, x)
+
+
+def test_inference_precision_is_measured_for_the_served_shape(tmp_path: Path, monkeypatch) -> None:
+    monkeypatch.setenv("RESNETS_CACHE_DIR", str(tmp_path))
+    model = create_model("resnet20", num_classes=10).eval()
+    fast = prepare_inference(model, precision="auto", input_shape=(3, 32, 32))
+    ((key, entry),) = json.loads((tmp_path / autotune.CACHE_FILE).read_text()).items()
+    assert "inference" in key and "[3, 32, 32]" in key and set(entry["seconds"]) == {"fp32", "bf16"}
+    assert fast.precision == min(entry["seconds"], key=entry["seconds"].get)
+    assert prepare_inference(model, precision="fp32", input_shape=(3, 32, 32)).precision == "fp32"

@@ -334,7 +334,7 @@ def run_eval(args: argparse.Namespace) -> int:
     # The run's own normalisation, whatever the dataset: the model was trained with it.
     loader = split_loader(data, split, args.batch_size, run.resolved["mean"], run.resolved["std"], device)
     # BN folded, channels-last and autocast inside: the precision is applied by the wrapper.
-    fast = prepare_inference(run.model, device, args.precision)
+    fast = prepare_inference(run.model, device, args.precision, input_shape=tuple(data.image_shape))
     loss, error = evaluate(fast, loader, "fp32", flip_tta=args.tta)
     result = {
         "run": str(run.path), "model": run.config.model, "dataset": name, "split": args.split,
@@ -375,7 +375,7 @@ def _eval_weights(args: argparse.Namespace, device: Any) -> int:
     norm = "given" if args.mean or args.std else "the publisher's" if publisher else f"{args.dataset}'s own"
     split = data.test if args.split == "test" else data.train
     loader = split_loader(data, split, args.batch_size, mean, std, device)
-    fast = prepare_inference(model.to(device).eval(), device, args.precision)
+    fast = prepare_inference(model.to(device).eval(), device, args.precision, input_shape=data.image_shape)
     loss, error = evaluate(fast, loader, "fp32", flip_tta=args.tta)
     result = {
         "weights": str(args.weights), "model": args.model, "layout": layout.name,

@@ -34,17 +34,26 @@ def prepare_inference(
     channels_last: bool = True,
     fold: bool = True,
     compile: bool = False,
+    input_shape: tuple[int, ...] | None = None,
 ) -> InferenceModel:
-    """A copy of ``model`` made fast for inference; the original is left untouched."""
+    """A copy of ``model`` made fast for inference; the original is left untouched.
+
+    With ``input_shape`` (C, H, W), precision "auto" is measured on this machine (cached);
+    without it, "auto" is bf16 where the hardware reports native bf16.
+    """
+    from ..training.autotune import inference_precision
+
     device = torch.device(device)
-    precision = resolve_precision(precision, device)
-    check_precision(precision, device)
     net = fold_batchnorm(model) if fold else model
     net = net.to(device).eval()
     if channels_last:
         net = net.to(memory_format=torch.channels_last)
     for p in net.parameters():
         p.requires_grad_(False)
+    if precision == "auto" and input_shape is not None:
+        precision, _ = inference_precision(net, tuple(input_shape), device, channels_last)
+    precision = resolve_precision(precision, device)
+    check_precision(precision, device)
     if compile:
         net = torch.compile(net)
     return InferenceModel(net, precision, channels_last, device).eval()

@@ -47,7 +47,7 @@ def predict_files(
 ) -> list[dict[str, Any]]:
     """For each file: its top-k classes with names and probabilities, most likely first."""
     device = next(run.model.parameters()).device
-    model = prepare_inference(run.model, device, precision)
+    model = prepare_inference(run.model, device, precision, input_shape=tuple(run.resolved["image_shape"]))
     x = preprocess(run, paths).to(device)
     probs = torch.softmax(model(x), dim=1).cpu()
     k = min(top_k, probs.shape[1])

@@ -197,6 +197,34 @@ def tune(
     return fast, record
 
 
+@torch.inference_mode()
+def inference_precision(net: nn.Module, shape, device: torch.device, channels_last: bool) -> tuple[str, dict]:
+    """fp32 or bf16 for serving ``net`` (eval mode, on ``device``): the faster in a short, cached trial."""
+    candidates = ["fp32", "bf16"]
+    if device.type == "cuda" and not torch.cuda.is_bf16_supported():
+        return "fp32", {}
+    key = f"{device_name(device)} | torch {torch.__version__} | threads {torch.get_num_threads()} | "
+    key += f"inference {type(net).__name__} {sum(p.numel() for p in net.parameters())} | {list(shape)}"
+    cached = _load_cache().get(key)
+    if cached is None:
+        fmt = torch.channels_last if channels_last else torch.contiguous_format
+        x = torch.randn(TRIAL_MAX_BATCH, *shape).to(device).contiguous(memory_format=fmt)
+        seconds = {}
+        for precision in candidates:
+            times = []
+            for _ in range(3):
+                t0 = time.perf_counter()
+                with autocast(precision, device):
+                    net(x)
+                if device.type == "cuda":
+                    torch.cuda.synchronize(device)
+                times.append(time.perf_counter() - t0)
+            seconds[precision] = min(times[1:])
+        cached = {"batch": TRIAL_MAX_BATCH, "seconds": seconds}
+        _save_cache(key, Trial(TRIAL_MAX_BATCH, seconds))
+    return min(candidates, key=cached["seconds"].__getitem__), cached
+
+
 def choose_fast_path(
     cfg: TrainConfig, model: nn.Module, shape, classes: int, micro_batch: int, steps: int,
     ctx: distributed.Context, saved: dict[str, Any] | None,
