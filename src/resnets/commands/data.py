@@ -32,6 +32,7 @@ def run_shard(args: argparse.Namespace) -> int:
     """Write the shards and print what went where."""
     from ..data.imagefolder import list_splits
     from ..data.shards import write_shards
+    from ..training.progress import Progress
 
     folder, out = Path(args.folder), Path(args.out)
     if not folder.is_dir():
@@ -43,7 +44,19 @@ def run_shard(args: argparse.Namespace) -> int:
     if (out / "index.json").exists():
         raise ResnetsError(f"{out} already holds shards; choose another --out")
     train, test, classes = list_splits(folder, args.test_fraction, args.seed)
-    record = write_shards({"train": train, "test": test}, classes, out, int(args.shard_mb * 2**20))
+    bar = Progress(len(train) + len(test), desc="shard")
+    done = {"train": 0, "test": 0}
+
+    def progress(split: str, written: int, total: int) -> None:
+        done[split] = written
+        bar.show(sum(done.values()), f"{split} {written:,}/{total:,} images")
+
+    try:
+        record = write_shards(
+            {"train": train, "test": test}, classes, out, int(args.shard_mb * 2**20), progress
+        )
+    finally:
+        bar.close()
     for split, info in record["splits"].items():
         print(f"{split}: {info['images']} images in {len(info['shards'])} shard(s)")
     print(f"{len(classes)} classes; train with --dataset shards --data-dir {out}")

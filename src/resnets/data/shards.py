@@ -21,7 +21,7 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import ResnetsError
-from ..io import atomic_write_bytes, atomic_write_text
+from ..io import atomic_write, atomic_write_bytes, atomic_write_text
 from .dataset import register
 from .files import FileList, ImageSource, StreamedDataset
 
@@ -37,19 +37,18 @@ def _member(name: str, data: bytes) -> tuple[tarfile.TarInfo, io.BytesIO]:
 
 
 def _write_shard(path: Path, files: FileList, members: list[int], first_key: int) -> np.ndarray:
-    """One tar of ``members``; returns their (offset, size) within it."""
-    buffer = io.BytesIO()
-    with tarfile.open(fileobj=buffer, mode="w", format=tarfile.USTAR_FORMAT) as tar:
+    """One tar of ``members``, streamed to disk; returns their (offset, size) within it."""
+    spans = []
+    with atomic_write(path) as f, tarfile.open(fileobj=f, mode="w", format=tarfile.USTAR_FORMAT) as tar:
         for n, i in enumerate(members):
             key = f"{first_key + n:09d}"
             ext = os.path.splitext(files.paths[i].decode())[1].lower() or ".img"
-            tar.addfile(*_member(key + ext, files.read(i)))
+            data = files.read(i)
+            # A USTAR header of a short name is one 512-byte block: the data starts right after it.
+            spans.append((tar.offset + tarfile.BLOCKSIZE, len(data)))
+            tar.addfile(*_member(key + ext, data))
             tar.addfile(*_member(key + ".cls", str(int(files.labels[i])).encode()))
-    raw = buffer.getvalue()
-    atomic_write_bytes(path, raw)
-    with tarfile.open(fileobj=io.BytesIO(raw)) as tar:
-        images = [m for m in tar.getmembers() if not m.name.endswith(".cls")]
-    return np.array([(m.offset_data, m.size) for m in images], dtype=np.int64).reshape(-1, 2)
+    return np.array(spans, dtype=np.int64).reshape(-1, 2)
 
 
 def _groups(sizes: list[int], limit: int) -> list[list[int]]:
@@ -65,8 +64,13 @@ def _groups(sizes: list[int], limit: int) -> list[list[int]]:
     return groups
 
 
-def write_shards(splits: dict[str, FileList], classes: list[str], out: Path, shard_bytes: int) -> dict:
-    """Write every split's shards and indexes under ``out``; returns the index record."""
+def write_shards(
+    splits: dict[str, FileList], classes: list[str], out: Path, shard_bytes: int, progress=None
+) -> dict:
+    """Write every split's shards and indexes under ``out``; returns the index record.
+
+    ``progress(split, done, total)`` is called after each shard.
+    """
     out.mkdir(parents=True, exist_ok=True)
     record: dict = {"format": FORMAT, "classes": classes, "splits": {}}
     for split, files in splits.items():
@@ -77,6 +81,8 @@ def write_shards(splits: dict[str, FileList], classes: list[str], out: Path, sha
             spans = _write_shard(out / names[-1], files, group, written)
             rows.append(np.column_stack([np.full(len(group), n), spans, files.labels[group]]))
             written += len(group)
+            if progress is not None:
+                progress(split, written, len(files))
         index = np.concatenate(rows).astype(np.int64)
         buffer = io.BytesIO()
         np.save(buffer, index, allow_pickle=False)

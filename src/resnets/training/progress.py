@@ -58,6 +58,12 @@ class Progress:
         if self.steps_per_epoch:
             spe = self.steps_per_epoch
             stats = f"epoch {step / spe:.1f}/{self.total / spe:.0f}  " + stats
+        self.show(step, stats)
+
+    def show(self, step: int, stats: str) -> None:
+        """Show ``step`` of the total with any ``stats`` text."""
+        if not self.enabled:
+            return
         if self._bar is not None:
             self._bar.update(self._task, completed=step, stats=stats)
             return
