@@ -258,6 +258,9 @@ def test_progressive_resizing_grows_the_crop_and_is_recorded(tree: Path, tmp_pat
     memory = run_cli("train", *SMALL[:-1], "--loader", "memory", "--data-dir", str(tree),
                      "--resize-from", "32", "--out", str(tmp_path / "m"))  # fmt: skip
     assert_clean_error(memory, "--resize-from needs a streamed dataset")
+    shrink = run_cli("train", *SMALL[:-1], "--data-dir", str(tree), "--resize-from", "64",
+                     "--out", str(tmp_path / "s"))  # fmt: skip
+    assert_clean_error(shrink, "larger than the final crop 32")
 
 
 def test_imagenet_recipes_are_torchvisions_reference_and_a_fast_one() -> None:

@@ -64,6 +64,9 @@ def plan_resolutions(loader: Loader, cfg: TrainConfig, epochs: int, final: int) 
     """Progressive resizing: the training crop of each epoch, from --resize-from up to ``final``."""
     if cfg.resize_from is None or not isinstance(loader, StreamLoader):
         return None
+    if cfg.resize_from > final:
+        raise ResnetsError(f"--resize-from {cfg.resize_from} is larger than the final crop {final}; "
+                           "progressive resizing grows the crop")  # fmt: skip
     sizes = [resolution_at(e, epochs, cfg.resize_from, final) for e in range(epochs)]
     loader.size_at = lambda epoch: sizes[min(epoch, len(sizes) - 1)]
     return sizes
