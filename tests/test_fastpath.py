@@ -173,11 +173,11 @@ def test_ema_run_saves_the_average_not_the_last_weights(tmp_path: Path) -> None:
 
 def test_recipe_settings_flags_override_and_a_length_replaces_the_other(tmp_path: Path) -> None:
     run = tmp_path / "run"
-    proc = run_cli("train", "--recipe", "fast", "--dataset", "digits", "--iterations", "2", "--lr", "0.05",
-                   "--quiet", "--out", str(run))  # fmt: skip
+    proc = run_cli("train", "--recipe", "resnet20-fast", "--dataset", "digits", "--iterations", "2",
+                   "--lr", "0.05", "--quiet", "--out", str(run))  # fmt: skip
     assert proc.returncode == 0, proc.stderr
     cfg = json.loads((run / "config.json").read_text())
-    assert cfg["recipe"] == "fast" and cfg["model"] == "resnet20" and cfg["schedule"] == "onecycle"
+    assert cfg["recipe"] == "resnet20-fast" and cfg["model"] == "resnet20" and cfg["schedule"] == "onecycle"
     assert cfg["label_smoothing"] == 0.1 and cfg["ema_decay"] == 0.999 and cfg["nesterov"] is True
     assert cfg["lr"] == 0.05 and cfg["iterations"] == 2 and cfg["epochs"] is None  # the flags won
     assert cfg["resolved"]["eval_flip"] is False  # digits are not flipped in training, so not in eval

@@ -90,13 +90,16 @@ FLAGS = {
     "--seed": st.sampled_from(["-1", "0", "7", str(2**70)]),
     "--shortcut": st.sampled_from(["A", "B", "C", "D"]),
     "--width": st.sampled_from(["0", "0.01", "0.5", "-2", "nan"]),
-    "--recipe": st.sampled_from(["fast", "fast94", "slow"]),
+    "--recipe": st.sampled_from(["fast", "fast94", "resnet20-fast", "slow"]),
+    "--crop-padding": st.sampled_from(["-1", "0", "2", "x"]),
+    "--norm-bias-lr-scale": NUMBERS,
     "--init-from": st.sampled_from(["/nonexistent.pth", "/etc/hostname"]),
     "--config": st.sampled_from(["/nonexistent.json", "/etc/hostname"]),
     "--grad-every": st.sampled_from(["0", "1"]),
 }
 SWITCHES = ["--nesterov", "--no-decay-on-norm-and-bias", "--channels-last", "--no-channels-last",
-            "--no-compile", "--eval-flip", "--zero-init-residual", "--resume", "--bogus"]  # fmt: skip
+            "--no-compile", "--eval-flip", "--zero-init-residual", "--resume", "--bogus", "--lookahead",
+            "--final-eval-only", "--alternate-flip", "--eval-translate"]  # fmt: skip
 
 
 @st.composite

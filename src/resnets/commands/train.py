@@ -85,6 +85,10 @@ def _optimiser_flags(p: argparse.ArgumentParser) -> None:
         "--no-decay-on-norm-and-bias", action="store_true", help="no weight decay on BN and biases"
     )
     p.add_argument(
+        "--norm-bias-lr-scale", type=float,
+        help="BatchNorm shifts learn this many times faster" + _default("norm_bias_lr_scale"),
+    )  # fmt: skip
+    p.add_argument(
         "--decay-for", action="append", metavar="PATTERN=DECAY",
         help="weight decay of parameters whose names match PATTERN (e.g. 'layer3.*=5e-3'); repeatable",
     )  # fmt: skip
@@ -96,6 +100,9 @@ def _optimiser_flags(p: argparse.ArgumentParser) -> None:
     p.add_argument("--label-smoothing", type=float, help="label smoothing" + _default("label_smoothing"))
     p.add_argument(
         "--ema", type=float, dest="ema_decay", help="evaluate/save a moving average of the weights"
+    )
+    p.add_argument(
+        "--lookahead", action="store_true", help="reset the weights to a slow average every 5 steps"
     )
     p.add_argument("--sync-bn", action="store_true", help="BatchNorm over the global batch (torchrun, CUDA)")
     p.add_argument("--init-from", help="torchvision/timm-layout weights (.pth or .safetensors) to start from")
@@ -144,6 +151,13 @@ def _data_flags(p: argparse.ArgumentParser) -> None:
     p.add_argument("--train-subset", type=int, help="train on a seeded subset of this many images")
     p.add_argument("--eval-flip", action="store_true", help="test-time augmentation: average with the mirror")
     p.add_argument(
+        "--eval-translate", action="store_true",
+        help="test-time augmentation: also copies shifted by one pixel (6 views with --eval-flip)",
+    )  # fmt: skip
+    p.add_argument("--final-eval-only", action="store_true", help="evaluate once at the end, not every epoch")
+    p.add_argument("--alternate-flip", action="store_true", help="mirror each image every other epoch")
+    p.add_argument("--crop-padding", type=int, help="random-crop shift in pixels (default: the dataset's)")
+    p.add_argument(
         "--image-size",
         type=int,
         help="imagefolder/shards: square size in memory (32), training crop when streamed (224)",
@@ -183,6 +197,9 @@ def _eval_parser(sub: argparse._SubParsersAction) -> None:
     e.add_argument("--batch-size", type=int, default=256)
     e.add_argument("--device", default="auto")
     e.add_argument("--tta", action="store_true", help="average with horizontally flipped images")
+    e.add_argument(
+        "--tta-translate", action="store_true", help="also with copies shifted one pixel (6 views with --tta)"
+    )
     e.add_argument("--precision", default="auto", help="auto (bf16 if native, else fp32), fp32, bf16, fp16")
     e.add_argument("--json", action="store_true", help="print JSON")
     e.set_defaults(func=run_eval)
@@ -335,7 +352,7 @@ def run_eval(args: argparse.Namespace) -> int:
     loader = split_loader(data, split, args.batch_size, run.resolved["mean"], run.resolved["std"], device)
     # BN folded, channels-last and autocast inside: the precision is applied by the wrapper.
     fast = prepare_inference(run.model, device, args.precision, input_shape=tuple(data.image_shape))
-    loss, error = evaluate(fast, loader, "fp32", flip_tta=args.tta)
+    loss, error = evaluate(fast, loader, "fp32", flip_tta=args.tta, translate_tta=args.tta_translate)
     result = {
         "run": str(run.path), "model": run.config.model, "dataset": name, "split": args.split,
         "images": len(split), "loss": loss, "error": error, "accuracy": 1 - error,
@@ -376,7 +393,7 @@ def _eval_weights(args: argparse.Namespace, device: Any) -> int:
     split = data.test if args.split == "test" else data.train
     loader = split_loader(data, split, args.batch_size, mean, std, device)
     fast = prepare_inference(model.to(device).eval(), device, args.precision, input_shape=data.image_shape)
-    loss, error = evaluate(fast, loader, "fp32", flip_tta=args.tta)
+    loss, error = evaluate(fast, loader, "fp32", flip_tta=args.tta, translate_tta=args.tta_translate)
     result = {
         "weights": str(args.weights), "model": args.model, "layout": layout.name,
         "shortcut": shortcut, "dataset": args.dataset, "split": args.split, "images": len(split),

@@ -49,6 +49,7 @@ class TensorLoader:
         train: bool = False,
         crop_padding: int = 0,
         flip: bool = False,
+        alternate_flip: bool = False,
         seed: int = 0,
         channels_last: bool = False,
         shard: tuple[int, int] = (0, 1),
@@ -62,6 +63,7 @@ class TensorLoader:
         self.train = train
         self.crop_padding = crop_padding if train else 0
         self.flip = flip and train
+        self.alternate_flip = alternate_flip
         self.seed = seed
         self.channels_last = channels_last
         self.rank, self.world = shard
@@ -81,6 +83,11 @@ class TensorLoader:
         order = torch.randperm(n, generator=g)
         offsets = torch.randint(0, 2 * self.crop_padding + 1, (n, 2), generator=g)
         flips = torch.rand(n, generator=g) < 0.5
+        if self.alternate_flip:
+            # airbench's alternating flip: a random half of the images starts mirrored and every
+            # image swaps each epoch, so any two epochs in a row show both sides of every image.
+            first = torch.rand(n, generator=torch.Generator().manual_seed(epoch_seed(self.seed, -1))) < 0.5
+            flips = first[order] ^ bool(epoch % 2)
         return order, offsets, flips
 
     def epoch(self, epoch: int = 0, start: int = 0) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:

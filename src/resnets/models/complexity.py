@@ -73,7 +73,8 @@ def summarize(name: str, **options: object) -> ModelSummary:
         family=spec.family,
         depth=spec.depth,
         residual=spec.residual,
-        shortcut=str(options.get("shortcut", spec.options["shortcut"])) if spec.residual else "none",
+        # The fast net's shortcuts are identities (no option): "A" is the parameter-free kind.
+        shortcut=str(options.get("shortcut", spec.options.get("shortcut", "A"))) if spec.residual else "none",
         params=count_params(model),
         flops=count_flops(model, size),
         input_size=size,

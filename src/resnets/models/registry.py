@@ -11,6 +11,7 @@ from torch import nn
 
 from ..errors import ResnetsError, unknown_name
 from .blocks import SHORTCUTS, BasicBlock, Bottleneck, PreActBasicBlock, PreActBottleneck
+from .fast import FastResNet
 from .init import INITS, gain_for
 from .layers import ACTIVATIONS, NORMS, activation_factory, norm_factory, tat_slope
 from .networks import PreActResNet, ResNet
@@ -22,7 +23,7 @@ class ModelSpec:
     """What a registered name builds: its family, paper depth, twin and default options."""
 
     name: str
-    family: str  # "cifar", "imagenet" or "preact"
+    family: str  # "cifar", "imagenet", "preact" or "fast"
     depth: int
     residual: bool
     twin: str
@@ -39,10 +40,10 @@ IMAGENET_INPUT = (3, 224, 224)
 
 # Options a user may pass to create_model, with the families that accept them.
 _OPTIONS = {
-    "in_channels": ("cifar", "imagenet", "preact"),
+    "in_channels": ("cifar", "imagenet", "preact", "fast"),
     "shortcut": ("cifar", "imagenet", "preact"),
     "zero_init_residual": ("cifar", "imagenet", "preact"),
-    "width": ("cifar", "imagenet", "preact"),
+    "width": ("cifar", "imagenet", "preact", "fast"),
     "groups": ("imagenet", "preact"),
     "width_per_group": ("imagenet", "preact"),
     "drop_path": ("cifar", "imagenet", "preact"),
@@ -140,6 +141,8 @@ def _register_all() -> None:
             f"preact_resnet{d}", f"preact_plain{d}", "preact", d,
             lambda block=block, n=n, **kw: _preact(block, n, **kw), {"shortcut": "B"},
         )  # fmt: skip
+    # A net shaped for fast CIFAR training (models/fast.py): whitening stem, 6 convs, linear head.
+    _register_pair("fastresnet", "fastplain", "fast", 8, FastResNet, {})
 
 
 _register_all()
@@ -155,7 +158,7 @@ def list_models(pattern: str | None = None) -> list[str]:
 
 def _sort_key(name: str) -> tuple[int, bool, bool, int, str]:
     spec = _REGISTRY[name]
-    order = {"cifar": 0, "imagenet": 1, "preact": 2}[spec.family]
+    order = {"cifar": 0, "imagenet": 1, "preact": 2, "fast": 3}[spec.family]
     variant = any(k in spec.options for k in ("width", "groups"))
     return (order, not spec.residual, variant, spec.depth, name)
 
@@ -210,7 +213,7 @@ def _check_options(spec: ModelSpec, given: dict[str, Any], opts: dict[str, Any])
             raise unknown_name(f"option for {spec.name}", key, _OPTIONS)
         if spec.family not in _OPTIONS[key]:
             raise ResnetsError(f"option {key!r} does not apply to {spec.family} model {spec.name}")
-    if opts.get("shortcut") not in SHORTCUTS:
+    if spec.family != "fast" and opts.get("shortcut") not in SHORTCUTS:
         raise ResnetsError(f"shortcut must be one of A, B, C; got {opts.get('shortcut')!r}")
     if not spec.residual and "shortcut" in given:
         raise ResnetsError(f"{spec.name} is a plain net and has no shortcuts; drop 'shortcut'")

@@ -17,10 +17,11 @@ from ..models.interop import load_pretrained
 from . import distributed
 from .config import TrainConfig
 from .loaders import first_batch
-from .memory import CheckpointingChoice, choose_checkpointing, map_checkpointed_activations
+from .memory import CheckpointingChoice, choose_checkpointing, keep_freed_blocks, map_checkpointed_activations
 from .step import FastPath
 
 LSUV_BATCH = 128  # training images LSUV scales the layers on (Mishkin & Matas used 32-1024)
+WHITENING_IMAGES = 5000  # training images a whitening stem is fitted to (airbench: 5,000)
 
 
 def build_model(cfg: TrainConfig, data: Dataset | StreamedDataset) -> nn.Module:
@@ -28,8 +29,16 @@ def build_model(cfg: TrainConfig, data: Dataset | StreamedDataset) -> nn.Module:
     torch.manual_seed(cfg.seed)
     options = {"in_channels": data.image_shape[0], **cfg.model_options}
     model = create_model(cfg.model, num_classes=data.num_classes, **options)
+    smallest = getattr(model, "min_input_size", 1)
+    if min(data.image_shape[1:]) < smallest:
+        size = "x".join(map(str, data.image_shape[1:]))
+        raise ResnetsError(
+            f"{cfg.model} needs images of at least {smallest}x{smallest} pixels; {cfg.dataset}'s are {size}"
+        )
     if getattr(model, "init", None) == "lsuv":  # LSUV rescales each layer on a batch of training images
         lsuv_(model, first_batch(data, LSUV_BATCH))
+    if hasattr(model, "init_from_data"):  # a data-dependent first layer (models/fast.py's whitening)
+        model.init_from_data(first_batch(data, min(WHITENING_IMAGES, len(data.train))))
     return model
 
 
@@ -39,12 +48,14 @@ class Memory:
 
     checkpointing: CheckpointingChoice
     mmap_threshold: int | None
+    heap_kept: bool = False  # freed CPU memory kept for the next step (memory.keep_freed_blocks)
 
     def record(self, model: nn.Module) -> dict:
         """config.json's "checkpointing" entry."""
         mib = self.mmap_threshold / 2**20 if self.mmap_threshold else None
         return {"segments": getattr(model, "checkpoint_segments", 0), "auto": self.checkpointing.auto,
-                "activation_gib": self.checkpointing.estimate_gib, "mmap_threshold_mib": mib}  # fmt: skip
+                "activation_gib": self.checkpointing.estimate_gib, "mmap_threshold_mib": mib,
+                "heap_kept": self.heap_kept}  # fmt: skip
 
 
 def choose_checkpointing_for(
@@ -65,7 +76,7 @@ def fit_in_memory(
     model: nn.Module, cfg: TrainConfig, ckpt: CheckpointingChoice, shape: tuple[int, int, int],
     micro_batch: int, fast: FastPath, device: torch.device,
 ) -> tuple[Memory, FastPath]:  # fmt: skip
-    """Eager training for checkpointed nets, and glibc told to map their large activations."""
+    """Eager training for checkpointed nets, glibc told to map their large activations, others' kept."""
     if getattr(model, "checkpoint_segments", 0) and fast.compile:
         # torch.compile cannot trace the checkpoint's recompute context (which keeps BN
         # statistics from being updated twice): a checkpointed run trains eagerly.
@@ -73,7 +84,8 @@ def fit_in_memory(
             raise ResnetsError("--compile cannot be combined with activation checkpointing; use --no-compile")
         fast = dataclasses.replace(fast, compile=False)
     mapped = map_checkpointed_activations(model, shape, micro_batch, fast.precision, device)
-    return Memory(ckpt, mapped), fast
+    kept = device.type == "cpu" and mapped is None and not getattr(model, "checkpoint_segments", 0)
+    return Memory(ckpt, mapped, kept and keep_freed_blocks()), fast
 
 
 def place_model(

@@ -35,14 +35,20 @@ class TrainConfig:
     # Weight decay of the parameters whose names match a pattern ("layer3.*": 5e-3), first match wins.
     decay_for: dict[str, float] = field(default_factory=dict)
     no_decay_on_norm_and_bias: bool = False
+    norm_bias_lr_scale: float = 1.0  # BatchNorm shifts learn this many times faster (airbench: 64)
     schedule: str = "paper"  # lr /10 at 50% and 75% of the steps (the paper's 32k/48k of 64k)
     warmup_steps: int | None = None  # None: the paper's 400 steps at lr/10 for nets of depth >= 110
     label_smoothing: float = 0.0
     precision: str = "auto"  # auto: fp32 or bf16, whichever a short trial on this machine finds faster
     channels_last: bool | None = None  # None: NHWC or NCHW, whichever the trial finds faster
     compile: bool | None = None  # None: compile where its measured saving over the run repays its warm-up
+    lookahead: bool = False  # pull the weights back to a slow average every 5 steps (airbench's schedule)
     ema_decay: float | None = None  # evaluate and save an exponential moving average of the weights
     eval_flip: bool = False  # evaluate on each test image and its mirror image, averaged
+    eval_translate: bool = False  # also on copies shifted one pixel up-left and down-right (airbench's TTA)
+    final_eval_only: bool = False  # skip the per-epoch test passes: evaluate once, at the end
+    alternate_flip: bool = False  # mirror each image in every other epoch instead of at random (airbench)
+    crop_padding: int | None = None  # pixels the random crop may shift by; None: the dataset's (CIFAR: 4)
     recipe: str | None = None  # the named recipe these settings started from (a record only)
     eval_every: int | None = None  # steps between evaluations; None: once per epoch
     checkpoint_every: int | None = None  # steps between checkpoints; None: at every evaluation
@@ -94,7 +100,12 @@ class TrainConfig:
             _finite(f"weight decay for {pattern!r}", decay, low=0.0)
         if self.ema_decay is not None:
             _finite("ema_decay", self.ema_decay, low=0.0, high=1.0, low_open=True, high_open=True)
-        for name in ("eval_flip", "nesterov", "no_decay_on_norm_and_bias", "sync_bn"):
+        _finite("norm_bias_lr_scale", self.norm_bias_lr_scale, low=0.0, low_open=True)
+        if self.crop_padding is not None and (not _is_int(self.crop_padding) or self.crop_padding < 0):
+            raise ResnetsError(f"crop_padding must be an integer >= 0, got {self.crop_padding!r}")
+        flags = ("alternate_flip", "lookahead", "eval_flip", "eval_translate", "final_eval_only", "nesterov",
+                 "no_decay_on_norm_and_bias", "sync_bn")  # fmt: skip
+        for name in flags:
             if not isinstance(getattr(self, name), bool):
                 raise ResnetsError(f"{name} must be true or false, got {getattr(self, name)!r}")
         for name in ("compile", "channels_last"):

@@ -12,8 +12,9 @@ from .precision import autocast
 
 @torch.no_grad()
 def evaluate(
-    model: nn.Module, loader: TensorLoader, precision: str = "fp32", flip_tta: bool = False
-) -> tuple[float, float]:
+    model: nn.Module, loader: TensorLoader, precision: str = "fp32", flip_tta: bool = False,
+    translate_tta: bool = False,
+) -> tuple[float, float]:  # fmt: skip
     """(mean cross-entropy, error as a fraction) of ``model`` on every batch of ``loader``."""
     was_training = model.training
     model.eval()
@@ -22,11 +23,20 @@ def evaluate(
     n = 0
     for x, y in loader:
         with autocast(precision, loader.device):
-            logits = model(x).float()
-            if flip_tta:  # average with the mirrored image's prediction
-                logits = (logits + model(x.flip(3)).float()) / 2
+            logits = _views(model, x, flip_tta)
+            if translate_tta:  # half the weight on copies shifted one pixel each way (reflected edges)
+                padded = F.pad(x, (1, 1, 1, 1), mode="reflect")
+                h, w = x.shape[-2:]
+                shifted = [padded[..., :h, :w], padded[..., 2 : h + 2, 2 : w + 2]]
+                logits = (logits + sum(_views(model, s, flip_tta) for s in shifted) / 2) / 2
         loss_sum += F.cross_entropy(logits, y, reduction="sum").double()
         wrong += (logits.argmax(1) != y).sum()
         n += len(y)
     model.train(was_training)
     return loss_sum.item() / n, wrong.item() / n
+
+
+def _views(model: nn.Module, x: torch.Tensor, flip: bool) -> torch.Tensor:
+    """Logits of ``x``, averaged with those of its mirror image when ``flip``."""
+    logits = model(x).float()
+    return (logits + model(x.flip(3)).float()) / 2 if flip else logits

@@ -48,7 +48,8 @@ def make_loaders(
         if cfg.resize_from is not None:
             raise ResnetsError("--resize-from needs a streamed dataset (--loader stream or shards)")
         train = TensorLoader(
-            train_split, rank_batch, train=True, crop_padding=data.crop_padding, flip=data.flip,
+            train_split, rank_batch, train=True, flip=data.flip, alternate_flip=cfg.alternate_flip,
+            crop_padding=data.crop_padding if cfg.crop_padding is None else cfg.crop_padding,
             seed=cfg.seed, shard=(rank, world), **common,
         )  # fmt: skip
         test = TensorLoader(data.test, cfg.batch_size, **common)

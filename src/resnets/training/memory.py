@@ -61,6 +61,9 @@ def largest_activation_bytes(
 # glibc's mallopt parameter and the largest threshold it accepts on 64-bit systems. Below the
 # smallest worth mapping the heap's slack is small and page faults would cost more than it.
 _M_MMAP_THRESHOLD = -3
+_M_TRIM_THRESHOLD = -1
+_M_MMAP_MAX = -4
+_GLIBC_MMAP_MAX, _GLIBC_TRIM_THRESHOLD = 65536, 128 * 1024
 _MMAP_WORTH_IT = 4 * 2**20
 _MMAP_THRESHOLD_MAX = 32 * 2**20
 
@@ -85,7 +88,29 @@ def map_large_blocks(threshold: int) -> int | None:
     except (OSError, AttributeError):
         return None
     mallopt.argtypes, mallopt.restype = [ctypes.c_int, ctypes.c_int], ctypes.c_int
+    # Undo keep_freed_blocks where an earlier run in this process set it: glibc's defaults.
+    mallopt(_M_MMAP_MAX, _GLIBC_MMAP_MAX)
+    mallopt(_M_TRIM_THRESHOLD, _GLIBC_TRIM_THRESHOLD)
     return threshold if mallopt(_M_MMAP_THRESHOLD, threshold) == 1 else None
+
+
+def keep_freed_blocks() -> bool:
+    """Serve every allocation from glibc's heap and keep freed memory there for the next step.
+
+    Why: glibc maps each block over 32 MiB afresh and unmaps it on free, so a step whose
+    activations are that large pays page faults and kernel zeroing for all of them, every step:
+    fastresnet at batch 1024 trained 1.36-1.46x faster with the heap kept (docs/performance.md).
+    The price is an RSS that stays at the step's peak. Returns whether glibc took the setting;
+    it lasts for the process.
+    """
+    if not sys.platform.startswith("linux"):
+        return False
+    try:
+        mallopt = ctypes.CDLL(None).mallopt
+    except (OSError, AttributeError):
+        return False
+    mallopt.argtypes, mallopt.restype = [ctypes.c_int, ctypes.c_int], ctypes.c_int
+    return mallopt(_M_MMAP_MAX, 0) == 1 and mallopt(_M_TRIM_THRESHOLD, 2**31 - 1) == 1
 
 
 def free_bytes(device: torch.device) -> int | None:

@@ -39,14 +39,21 @@ def make_optimizer(model: nn.Module, cfg: TrainConfig, device: torch.device) -> 
                 f"weight decay pattern {pattern!r} matches no parameter of {cfg.model} "
                 f"(names look like {names[1]!r})"
             )
-    by_decay: dict[float, list[nn.Parameter]] = {}
+    norm_params = {id(p) for m in model.modules() if isinstance(m, nn.modules.batchnorm._NormBase)
+                   for p in m.parameters(recurse=False)}  # fmt: skip
+    by_group: dict[tuple[float, float], list[nn.Parameter]] = {}
     for name, p in model.named_parameters():
+        if not p.requires_grad:
+            continue
         matched = (d for pattern, d in cfg.decay_for.items() if fnmatch.fnmatchcase(name, pattern))
         decay = next(matched, cfg.weight_decay)
         if cfg.no_decay_on_norm_and_bias and p.ndim <= 1:
             decay = 0.0
-        by_decay.setdefault(decay, []).append(p)
-    groups = [{"params": params, "weight_decay": decay} for decay, params in by_decay.items()]
+        scale = cfg.norm_bias_lr_scale if id(p) in norm_params and p.ndim == 1 else 1.0
+        # A faster-learning parameter keeps the same decay per step: lr * decay stays put.
+        by_group.setdefault((decay / scale, scale), []).append(p)
+    groups = [{"params": params, "weight_decay": decay, "lr_scale": scale}
+              for (decay, scale), params in by_group.items()]  # fmt: skip
     # The fused kernel is faster on CUDA; on the CPU it measured the same as the default.
     fused = True if device.type == "cuda" else None
     return torch.optim.SGD(groups, lr=cfg.lr, momentum=cfg.momentum, nesterov=cfg.nesterov, fused=fused)

@@ -44,6 +44,7 @@ from .errors import Diverged, Interrupted, SigintFlag
 from .evaluate import evaluate
 from .loaders import Loaders, make_loaders, plan_resolutions
 from .logs import RunLogs, check_loggers
+from .lookahead import Lookahead
 from .precision import check_precision, grad_scaler, resolve_precision
 from .progress import Progress
 from .rundir import CONFIG_FILE, GRADIENTS_FILE, METRICS_FILE, check_run_dir, read_resolved, write_config
@@ -98,6 +99,7 @@ class Run:
     precision: str
     ema: nn.Module | None = None
     flow: GradientFlow | None = None
+    lookahead: Lookahead | None = None
     step: int = 0
     elapsed: float = 0.0
     running: Running = field(default_factory=Running)
@@ -219,7 +221,7 @@ def _set_up(cfg: TrainConfig, ctx: distributed.Context, resume: bool) -> Run:
             "device": str(ctx.device), "crop_padding": data.crop_padding, "flip": data.flip,
             "torch": torch.__version__, "processes": ctx.world, "precision": fast.precision,
             "channels_last": fast.channels_last, "compile": fast.compile, "fast_path": tuning,
-            "eval_flip": cfg.eval_flip and data.flip,
+            "eval_flip": cfg.eval_flip and data.flip, "eval_translate": cfg.eval_translate,
             # The free memory behind an automatic choice is in its stderr line, not here: a re-run
             # of a finished run must leave config.json byte for byte as it was.
             "checkpointing": memory.record(model), "loader": loaders.info,
@@ -233,15 +235,17 @@ def _set_up(cfg: TrainConfig, ctx: distributed.Context, resume: bool) -> Run:
         # An exponential moving average of the weights (and BN statistics), evaluated and saved instead.
         ema=make_ema(model, cfg.ema_decay) if cfg.ema_decay else None,
         flow=GradientFlow(model) if cfg.grad_every else None,
+        lookahead=Lookahead() if cfg.lookahead else None,
     )  # fmt: skip
 
 
 def _plan(cfg: TrainConfig, steps_per_epoch: int) -> Plan:
     total = cfg.iterations or (cfg.epochs or DEFAULT_EPOCHS) * steps_per_epoch
-    eval_every = cfg.eval_every or steps_per_epoch
+    eval_every = total if cfg.final_eval_only else cfg.eval_every or steps_per_epoch
     depth = get_spec(cfg.model).depth
     warmup = cfg.warmup_steps if cfg.warmup_steps is not None else default_warmup(cfg.schedule, depth, total)
-    return Plan(total, steps_per_epoch, eval_every, cfg.checkpoint_every or eval_every, warmup)
+    checkpoint_every = cfg.checkpoint_every or (steps_per_epoch if cfg.final_eval_only else eval_every)
+    return Plan(total, steps_per_epoch, eval_every, checkpoint_every, warmup)
 
 
 def _train_step(
@@ -251,7 +255,7 @@ def _train_step(
     cfg, t0 = run.cfg, time.perf_counter()
     lr = lr_at(run.step, run.plan.total, cfg.lr, cfg.schedule, run.plan.warmup)
     for group in run.optimizer.param_groups:
-        group["lr"] = lr
+        group["lr"] = lr * group.get("lr_scale", 1.0)
     record_grads = run.flow is not None and run.step % cfg.grad_every == 0
     if record_grads:
         run.flow.arm()
@@ -274,6 +278,8 @@ def _train_step(
         logs.gradients(run.step, run.flow.names, run.flow.collect())
     run.scaler.step(run.optimizer)
     run.scaler.update()
+    if run.lookahead is not None:
+        run.lookahead.update(run.model, run.step + 1, run.plan.total)
     if run.ema is not None:
         run.ema.update_parameters(run.model)
     run.running.add(loss, int(wrong), int(n))
@@ -289,7 +295,9 @@ def _evaluate(run: Run, logs: RunLogs) -> None:
     """Test loss and error of the final weights, with the training sums since the last evaluation."""
     if run.ctx.main:  # rank 0 holds the same weights as every rank
         flip = run.cfg.eval_flip and run.data.flip
-        test_loss, test_error = evaluate(run.final, run.loaders.test, run.precision, flip_tta=flip)
+        test_loss, test_error = evaluate(
+            run.final, run.loaders.test, run.precision, flip_tta=flip, translate_tta=run.cfg.eval_translate
+        )
         r = run.running
         run.metrics = {
             "step": run.step, "epoch": round(run.step / run.plan.steps_per_epoch, 4),
@@ -311,6 +319,8 @@ def _checkpoint(run: Run) -> Path:
     }  # fmt: skip
     if run.ema is not None:
         state["ema"] = run.ema.state_dict()
+    if run.lookahead is not None:
+        state["lookahead"] = run.lookahead.state_dict()
     return save_checkpoint(run.run_dir, run.step, state, run.cfg.keep_checkpoints)
 
 
@@ -323,6 +333,10 @@ def _restore(run: Run) -> None:
         if "ema" not in state:
             raise ResnetsError(f"checkpoint {path} holds no weight average; resume without --ema")
         load_into(run.ema, state["ema"], str(path))
+    if run.lookahead is not None:
+        if "lookahead" not in state:
+            raise ResnetsError(f"checkpoint {path} holds no lookahead weights; resume without --lookahead")
+        run.lookahead.load_state_dict(state["lookahead"])
     run.optimizer.load_state_dict(state["optimizer"])
     run.scaler.load_state_dict(state["scaler"])
     torch.set_rng_state(state["rng_cpu"].cpu())
