@@ -12,6 +12,7 @@ from typing import Any
 from ..errors import ResnetsError
 
 S = argparse.SUPPRESS  # only flags the user gave reach the config; the rest keep its defaults
+ONOFF = argparse.BooleanOptionalAction  # --x / --no-x: a recipe's switch can be turned off
 
 # Settings a resumed run may change: how long it goes and how often it reports.
 RESUME_MAY_CHANGE = {
@@ -102,7 +103,9 @@ def _optimiser_flags(p: argparse.ArgumentParser) -> None:
         "--ema", type=float, dest="ema_decay", help="evaluate/save a moving average of the weights"
     )
     p.add_argument(
-        "--lookahead", action="store_true", help="reset the weights to a slow average every 5 steps"
+        "--lookahead",
+        action=argparse.BooleanOptionalAction,
+        help="reset the weights to a slow average every 5 steps",
     )
     p.add_argument("--sync-bn", action="store_true", help="BatchNorm over the global batch (torchrun, CUDA)")
     p.add_argument("--init-from", help="torchvision/timm-layout weights (.pth or .safetensors) to start from")
@@ -149,13 +152,21 @@ def _data_flags(p: argparse.ArgumentParser) -> None:
     p.add_argument("--dataset", help=f"{', '.join(list_datasets())}" + _default("dataset"))
     p.add_argument("--data-dir", help="folder holding the dataset's files (shards: a folder or URL)")
     p.add_argument("--train-subset", type=int, help="train on a seeded subset of this many images")
-    p.add_argument("--eval-flip", action="store_true", help="test-time augmentation: average with the mirror")
     p.add_argument(
-        "--eval-translate", action="store_true",
+        "--eval-flip",
+        action=argparse.BooleanOptionalAction,
+        help="test-time augmentation: average with the mirror",
+    )
+    p.add_argument(
+        "--eval-translate", action=ONOFF,
         help="test-time augmentation: also copies shifted by one pixel (6 views with --eval-flip)",
     )  # fmt: skip
-    p.add_argument("--final-eval-only", action="store_true", help="evaluate once at the end, not every epoch")
-    p.add_argument("--alternate-flip", action="store_true", help="mirror each image every other epoch")
+    p.add_argument(
+        "--final-eval-only",
+        action=argparse.BooleanOptionalAction,
+        help="evaluate once at the end, not every epoch",
+    )
+    p.add_argument("--alternate-flip", action=ONOFF, help="mirror each image every other epoch")
     p.add_argument("--crop-padding", type=int, help="random-crop shift in pixels (default: the dataset's)")
     p.add_argument(
         "--image-size",

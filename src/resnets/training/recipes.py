@@ -33,8 +33,9 @@ FAST94 = {
 }  # fmt: skip
 
 # The paper's ResNet-20 accuracy (91.25 %) as early as possible: the same recipe on the net at half
-# width (32/128/128 channels, a quarter of the full net's FLOPs) for 7 epochs.
-FAST = FAST94 | {"epochs": 7, "model_options": {"width": 0.5}}
+# width (32/128/128 channels, a quarter of the full net's FLOPs) for 8 epochs, without lookahead
+# (7 epochs with it measured 90.51 %, 8 without 90.98 %, one seed each).
+FAST = FAST94 | {"epochs": 8, "lookahead": False, "model_options": {"width": 0.5}}
 
 # torchvision's ResNet-50 reference (references/classification, "ResNet" section): 90 epochs of SGD,
 # lr 0.1 for a batch of 256 divided by 10 at epochs 30 and 60, weight decay 1e-4, 224 px
