@@ -43,9 +43,9 @@ def main() -> None:
     loader.channels_last = bool(run.resolved.get("channels_last"))
     models = {"saved (EMA)" if run.config.ema_decay else "saved": run.model}
     raw = load_run(args.run).model
-    raw.load_state_dict(load_checkpoint(list_checkpoints(run.run_dir)[0])["model"])
+    raw.load_state_dict(load_checkpoint(list_checkpoints(run.path)[0])["model"])
     models["last raw weights"] = raw
-    print(f"{run.run_dir} on {device_name(torch.device('cpu'))}, {torch.get_num_threads()} threads")
+    print(f"{run.path} on {device_name(torch.device('cpu'))}, {torch.get_num_threads()} threads")
     for name, model in models.items():
         model = model.to(memory_format=torch.channels_last) if loader.channels_last else model
         for views, (flip, translate) in VIEWS.items():

@@ -115,6 +115,11 @@ def test_final_eval_only_still_checkpoints_every_epoch(tmp_path: Path) -> None:
     assert summary.metrics["test_error"] < 0.5  # learnt the synthetic classes (chance: 0.9)
     resolved = json.loads((out / "config.json").read_text())["resolved"]
     assert resolved["eval_translate"] is True and resolved["checkpointing"]["heap_kept"] is True
+    # `resnets eval` with the same views reproduces the run's own final test error.
+    proc = run_cli("eval", "--run", str(out), "--tta-translate", "--precision", "fp32", "--json")
+    assert proc.returncode == 0, proc.stderr
+    # (BN folded into the convs for serving: a prediction on a knife edge may flip)
+    assert json.loads(proc.stdout)["error"] == pytest.approx(summary.metrics["test_error"], abs=3 / 512)
 
 
 def test_fast_recipes_are_the_whitened_net_and_small_images_are_refused(tmp_path: Path) -> None:
