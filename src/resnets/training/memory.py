@@ -99,7 +99,7 @@ def keep_freed_blocks() -> bool:
 
     Why: glibc maps each block over 32 MiB afresh and unmaps it on free, so a step whose
     activations are that large pays page faults and kernel zeroing for all of them, every step:
-    fastresnet at batch 1024 trained 1.36-1.46x faster with the heap kept (docs/performance.md).
+    fastresnet at batch 1024 trained 1.2-1.5x faster with the heap kept (docs/performance.md).
     The price is an RSS that stays at the step's peak. Returns whether glibc took the setting;
     it lasts for the process.
     """
