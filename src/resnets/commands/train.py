@@ -256,9 +256,11 @@ def config_from_args(args: argparse.Namespace) -> tuple[Any, bool, bool]:
 
     out = Path(given.get("out", TrainConfig.out))
     if not (out / CONFIG_FILE).exists():
-        # One command line for every restart (a requeued job): the first one starts the run.
+        # One command line for every restart (a requeued job): the first one starts the run,
+        # once its settings are known to be sound (a bad one is the only line printed).
+        cfg = TrainConfig(**given).validate()
         print(f"resnets: no run in {out} yet; starting it", file=sys.stderr)
-        return TrainConfig(**given).validate(), False, quiet
+        return cfg, False, quiet
     saved = TrainConfig.load(out / CONFIG_FILE)
     for key, value in given.items():
         if key in RESUME_MAY_CHANGE:

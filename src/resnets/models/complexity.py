@@ -27,9 +27,16 @@ def count_flops(model: nn.Module, input_size: tuple[int, ...], batch: int = 1) -
     return int(counter.get_total_flops())
 
 
+class _LayerTracer(fx.Tracer):
+    """fx's tracer, keeping subclasses of conv and linear (fast.Whitening) whole, so they count."""
+
+    def is_leaf_module(self, m: nn.Module, qualname: str) -> bool:
+        return isinstance(m, WEIGHTED_LAYERS) or super().is_leaf_module(m, qualname)
+
+
 def count_depth(model: nn.Module) -> int:
     """Weighted layers (conv, linear) on the longest input-to-output path of the traced graph."""
-    graph = fx.symbolic_trace(model).graph
+    graph = _LayerTracer().trace(model)
     depth: dict[fx.Node, int] = {}
     modules = dict(model.named_modules())
     for node in graph.nodes:
