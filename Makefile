@@ -4,7 +4,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: setup demo test test-core lint bench clean
+.PHONY: setup demo test test-fast test-core lint bench clean
 
 setup: $(STAMP)
 
@@ -18,8 +18,13 @@ $(STAMP): pyproject.toml constraints.txt
 demo: $(STAMP)
 	$(BIN)/resnets degradation
 
+# Everything, as CI runs it.
 test: $(STAMP)
 	$(BIN)/python -m pytest -q
+
+# The edit loop: unit tests only, no training (tests that train are marked slow).
+test-fast: $(STAMP)
+	$(BIN)/python -m pytest -q -m "not slow"
 
 # The install without extras (torch, numpy, ... only): every command works or names what to install.
 CORE := .venv-core

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 
+import pytest
 from conftest import assert_clean_error, run_cli
 
 from resnets.models import list_models
@@ -19,6 +20,7 @@ def _table(stdout: str) -> dict[str, list[str]]:
     return rows
 
 
+@pytest.mark.slow
 def test_models_table_lists_every_model() -> None:
     proc = run_cli("models")
     assert proc.returncode == 0, proc.stderr
@@ -30,6 +32,7 @@ def test_models_table_lists_every_model() -> None:
     assert rows["plain56"][:4] == ["cifar", "56", "none", "853.02K"]  # the twin: same params, no shortcuts
 
 
+@pytest.mark.slow
 def test_models_json_is_machine_readable() -> None:
     proc = run_cli("models", "resnet1?", "--json")
     assert proc.returncode == 0, proc.stderr
@@ -40,11 +43,13 @@ def test_models_json_is_machine_readable() -> None:
     assert r["flops"] == 2 * r["macs"] and 1.7e9 < r["macs"] < 1.9e9
 
 
+@pytest.mark.slow
 def test_unknown_model_is_one_line_with_suggestions() -> None:
     proc = run_cli("models", "resnet21")
     assert_clean_error(proc, "unknown model 'resnet21'", "resnet20")
     assert proc.returncode == 2
 
 
+@pytest.mark.slow
 def test_unknown_subcommand_is_one_line() -> None:
     assert_clean_error(run_cli("bogus"), "invalid choice")

@@ -63,6 +63,7 @@ def test_synthetic_is_seeded_and_learnable() -> None:
 # --- CIFAR-10 and MNIST from ../shared/data -------------------------------------------
 
 
+@pytest.mark.slow
 def test_cifar10_real_files(shared_data: Path) -> None:
     d = load_dataset("cifar10", shared_data)
     assert (len(d.train), len(d.test)) == (50_000, 10_000)

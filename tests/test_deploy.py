@@ -64,6 +64,7 @@ def _run_logits(path: Path, fmt: str, x: torch.Tensor) -> torch.Tensor:
             return torch.jit.load(str(path))(x)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("fmt", ["onnx", "pt2", "torchscript"])
 def test_export_round_trip(digits_run: Path, tmp_path: Path, fmt: str) -> None:
     out = tmp_path / f"model.{fmt}"
@@ -97,6 +98,7 @@ def _odd_images(folder: Path) -> list[Path]:
     return paths
 
 
+@pytest.mark.slow
 def test_predict_on_odd_images(digits_run: Path, tmp_path: Path) -> None:
     from sklearn.datasets import load_digits
 
@@ -116,6 +118,7 @@ def test_predict_on_odd_images(digits_run: Path, tmp_path: Path) -> None:
     assert results[0]["top"][0]["class"] == "0"  # a real digit zero, upscaled
 
 
+@pytest.mark.slow
 def test_predict_and_export_errors(digits_run: Path, tmp_path: Path) -> None:
     bad = tmp_path / "bad.png"
     bad.write_bytes(b"not an image")

@@ -95,6 +95,7 @@ def test_signal_propagation_by_hand() -> None:
     assert math.isnan(stats.branch_variance[0])
 
 
+@pytest.mark.slow
 def test_signal_propagation_sees_zero_branches_and_leaves_bn_alone() -> None:
     model = create_model("resnet20", zero_init_residual=True)
     before = model.layer1[0].bn1.running_mean.clone()
@@ -106,6 +107,7 @@ def test_signal_propagation_sees_zero_branches_and_leaves_bn_alone() -> None:
     assert all(math.isnan(v) for v in plain.branch_variance)
 
 
+@pytest.mark.slow
 def test_trainer_logs_gradient_norms_every_n_steps(tmp_path: Path) -> None:
     cfg = TrainConfig(model="resnet20", dataset="digits", iterations=7, grad_every=3, batch_size=32,
                       out=str(tmp_path / "run"))  # fmt: skip

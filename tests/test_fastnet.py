@@ -102,6 +102,7 @@ def test_translate_tta_averages_six_views() -> None:
     assert plain_loss != pytest.approx(loss)
 
 
+@pytest.mark.slow
 def test_final_eval_only_still_checkpoints_every_epoch(tmp_path: Path) -> None:
     out = tmp_path / "run"
     cfg = TrainConfig(model="fastresnet", dataset="synthetic", epochs=3, batch_size=512, lr=0.4,
@@ -122,6 +123,7 @@ def test_final_eval_only_still_checkpoints_every_epoch(tmp_path: Path) -> None:
     assert json.loads(proc.stdout)["error"] == pytest.approx(summary.metrics["test_error"], abs=3 / 512)
 
 
+@pytest.mark.slow
 def test_fast_recipes_are_the_whitened_net_and_small_images_are_refused(tmp_path: Path) -> None:
     fast94, fast = apply_recipe("fast94", {}), apply_recipe("fast", {})
     assert fast94["model"] == fast["model"] == "fastresnet" and fast["model_options"] == {"width": 0.5}
@@ -133,6 +135,7 @@ def test_fast_recipes_are_the_whitened_net_and_small_images_are_refused(tmp_path
         train(tiny, progress=False)
 
 
+@pytest.mark.slow
 def test_kept_heap_reuses_freed_pages() -> None:
     """With glibc's heap kept, a freed 64 MiB block is reused: no page faults the second time."""
     probe = (
@@ -154,6 +157,7 @@ def test_kept_heap_reuses_freed_pages() -> None:
     assert counts["kept"] < pages // 10, counts
 
 
+@pytest.mark.slow
 def test_fastresnet_is_listed_with_its_twin() -> None:
     proc = run_cli("models", "fast*")
     assert proc.returncode == 0, proc.stderr
@@ -200,6 +204,7 @@ def test_lookahead_pulls_weights_back_to_the_slow_average() -> None:
     assert torch.equal(model.weight, look.slow[0])
 
 
+@pytest.mark.slow
 def test_lookahead_run_resumes_exactly(tmp_path: Path) -> None:
     import shutil
 

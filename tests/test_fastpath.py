@@ -89,6 +89,7 @@ def test_compile_is_chosen_where_its_measured_saving_repays_its_warm_up(monkeypa
     assert tune(2000, grad_every=5)[0].compile is False  # gradient hooks need the eager modules
 
 
+@pytest.mark.slow
 def test_a_run_records_its_measured_choice_and_a_resume_keeps_it(tmp_path: Path, monkeypatch) -> None:
     monkeypatch.setenv("RESNETS_CACHE_DIR", str(tmp_path / "cache"))
     run = tmp_path / "run"
@@ -159,6 +160,7 @@ def test_ema_follows_early_weights_then_holds_its_decay() -> None:
     assert abs(late - 1.0) < 0.1
 
 
+@pytest.mark.slow
 def test_ema_run_saves_the_average_not_the_last_weights(tmp_path: Path) -> None:
     cfg = TrainConfig(dataset="digits", iterations=12, batch_size=64, ema_decay=0.9, checkpoint_every=12,
                       precision="fp32", out=str(tmp_path / "run"))  # fmt: skip
@@ -171,6 +173,7 @@ def test_ema_run_saves_the_average_not_the_last_weights(tmp_path: Path) -> None:
     assert int(state["ema"]["n_averaged"]) == 12
 
 
+@pytest.mark.slow
 def test_recipe_settings_flags_override_and_a_length_replaces_the_other(tmp_path: Path) -> None:
     run = tmp_path / "run"
     proc = run_cli("train", "--recipe", "resnet20-fast", "--dataset", "digits", "--iterations", "2",
@@ -184,6 +187,7 @@ def test_recipe_settings_flags_override_and_a_length_replaces_the_other(tmp_path
     assert_clean_error(run_cli("train", "--recipe", "fats"), "unknown recipe 'fats'", "fast")
 
 
+@pytest.mark.slow
 def test_config_file_reruns_a_run_with_flags_on_top(tmp_path: Path) -> None:
     first = tmp_path / "first"
     argv = [
@@ -217,6 +221,7 @@ def _load_benchmark():
     return module
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("name", ["resnet20", "resnet56", "resnet18", "resnet50"])
 def test_benchmark_reference_is_the_same_network_as_ours(name: str) -> None:
     bench = _load_benchmark()

@@ -30,6 +30,7 @@ def test_deleting_a_block_whose_branch_is_zero_changes_nothing() -> None:
         assert torch.equal(model(x), changed)  # the context restored every block
 
 
+@pytest.mark.slow
 def test_plain_blocks_that_change_shape_cannot_be_deleted() -> None:
     data = load_dataset("digits")
     loader = TensorLoader(data.test, 360, data.mean, data.std)
@@ -53,6 +54,7 @@ def trained_pair(tmp_path_factory: pytest.TempPathFactory):
     return out
 
 
+@pytest.mark.slow
 def test_a_trained_residual_net_survives_a_deleted_block_and_its_plain_twin_does_not(trained_pair) -> None:
     out = trained_pair
     proc = run_cli("lesion", "--run", str(out / "resnet20"), "--run", str(out / "plain20"), "--draws", "2",
@@ -73,6 +75,7 @@ def test_a_trained_residual_net_survives_a_deleted_block_and_its_plain_twin_does
     assert "resnet20" in proc.stdout and "plain20" in proc.stdout
 
 
+@pytest.mark.slow
 def test_lesion_errors_are_one_line(tmp_path) -> None:
     assert_clean_error(run_cli("lesion", "--run", str(tmp_path / "none")), "does not exist")
     assert_clean_error(run_cli("lesion", "--run", str(tmp_path), "--draws", "0"), "--draws")

@@ -13,7 +13,9 @@ from torch import nn
 import resnets
 from resnets.errors import ResnetsError, UnknownNameError
 from resnets.models import (
+    Network,
     PadShortcut,
+    ResidualUnit,
     count_depth,
     count_params,
     create_model,
@@ -39,6 +41,30 @@ def test_every_paper_name_is_registered() -> None:
     assert set(expected) <= set(ALL)
     assert list_models("plain*") == [n for n in ALL if n.startswith("plain")]
     assert list_models("resnet?0") == ["resnet20", "resnet50"]
+
+
+def test_every_name_is_defined_where_grep_finds_it() -> None:
+    # A residual net is a builder function of its name; its plain twin is declared beside it.
+    source = "\n".join(p.read_text() for p in Path(resnets.models.__file__).parent.glob("*.py"))
+    for name in ALL:
+        spec = get_spec(name)
+        assert (f"def {name}(" if spec.residual else f'twin="{name}"') in source, name
+
+
+@pytest.mark.parametrize(
+    ("name", "options"),
+    [("resnet20", {}), ("plain56", {}), ("resnet50", {}), ("preact_resnet164", {}), ("fastresnet", {}),
+     ("resnet20", {"unit": "fixup"}), ("plain20", {"unit": "highway"}), ("plain20", {"long_skip": True})],
+)  # fmt: skip
+def test_every_network_and_block_keeps_the_contract(name: str, options: dict) -> None:
+    model = meta_model(name, **options)
+    assert isinstance(model, Network) and model.checkpoint_segments == 0 and model.min_input_size >= 1
+    for block in model.blocks():
+        assert isinstance(block, ResidualUnit)
+        assert block.residual in (True, False) and isinstance(block.drop_path, nn.Module)
+        assert block.branch_end() in set(block.modules())
+    # Only the fast net's whitening stem wants training images before the first step.
+    assert model.init_images == (5000 if name == "fastresnet" else 0)
 
 
 # He et al. 2015, Table 6, rounded as the paper prints them (millions).
@@ -105,12 +131,21 @@ def test_torchvision_format_checkpoint_loads_strict(tmp_path: Path) -> None:
     assert torch.equal(model.fc.weight, state["fc.weight"])
 
 
+def _heavy(name: str) -> bool:
+    spec = get_spec(name)
+    return spec.input_size[1] > 32 or spec.depth > 200
+
+
 def _batch(name: str, **kw) -> torch.Tensor:
     c, h, w = get_spec(name).input_size
     return torch.randn(2, kw.get("in_channels", c), h, w)
 
 
-@pytest.mark.parametrize("name", ALL)
+# The ImageNet-size nets and the 1,000-layer ones take seconds each: the fast tier keeps the rest.
+@pytest.mark.parametrize(
+    "name",
+    [pytest.param(n, marks=pytest.mark.slow) if _heavy(n) else n for n in ALL],
+)
 def test_forward_at_input_size(name: str) -> None:
     torch.manual_seed(0)
     # Train mode: BN normalises with batch statistics, as it does in training. (In eval mode

@@ -54,6 +54,7 @@ def run_dir(core: Core, tmp_path_factory: pytest.TempPathFactory) -> Path:
     return run
 
 
+@pytest.mark.slow
 def test_the_extras_are_absent(core: Core) -> None:
     probe = f"import importlib.util as u; print([n for n in {EXTRAS!r} if u.find_spec(n)])"
     proc = core.python_c(probe)
@@ -61,6 +62,7 @@ def test_the_extras_are_absent(core: Core) -> None:
     assert core.python_c("import resnets, torch").returncode == 0
 
 
+@pytest.mark.slow
 def test_onnx_export_names_what_to_install(core: Core, run_dir: Path, tmp_path: Path) -> None:
     proc = core.cli("export", "--run", str(run_dir), "--format", "onnx", "--output", str(tmp_path / "m.onnx"))
     assert proc.returncode == 2, proc.stderr
@@ -70,6 +72,7 @@ def test_onnx_export_names_what_to_install(core: Core, run_dir: Path, tmp_path: 
     assert not (tmp_path / "m.onnx").exists()
 
 
+@pytest.mark.slow
 def test_tensorboard_logging_names_what_to_install(core: Core, tmp_path: Path) -> None:
     run = tmp_path / "tb"
     proc = core.cli("train", "--model", "resnet20", *TINY, "--iterations", "2", "--log", "tensorboard",
@@ -80,6 +83,7 @@ def test_tensorboard_logging_names_what_to_install(core: Core, tmp_path: Path) -
     assert not (run / "config.json").exists()  # refused before any work
 
 
+@pytest.mark.slow
 def test_every_command_runs_without_the_extras(core: Core, run_dir: Path, tmp_path: Path) -> None:
     image = tmp_path / "x.png"
     Image.new("L", (16, 16)).save(image)

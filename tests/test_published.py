@@ -116,6 +116,7 @@ def _logits(model: nn.Module, split=DIGITS.test) -> torch.Tensor:
         return torch.cat([model.eval()(x) for x, _ in _batches(split)])
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("depth", [20, 56])
 def test_akamaster_weights_give_their_logits_in_our_default_model(depth: int, tmp_path: Path) -> None:
     theirs = _trained(depth, "akamaster")
@@ -136,6 +137,7 @@ def test_akamaster_weights_give_their_logits_in_our_default_model(depth: int, tm
     assert (_logits(naive) - want).abs().max() > 1e-2
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize(("depth", "classes"), [(20, 10), (32, 100)])
 def test_chenyaofo_weights_give_their_logits_with_option_b(depth: int, classes: int, tmp_path: Path) -> None:
     theirs = _trained(depth, "chenyaofo", classes)
@@ -164,6 +166,7 @@ def test_a_layout_with_other_shortcuts_is_refused(tmp_path: Path) -> None:
         load_pretrained(create_model("resnet20", num_classes=10, in_channels=1, shortcut="C"), ours_a)
 
 
+@pytest.mark.slow
 def test_eval_and_init_from_take_a_published_file(tmp_path: Path) -> None:
     theirs = _trained(20, "akamaster")
     path = tmp_path / "resnet20.th"

@@ -80,6 +80,7 @@ def _launch_and_maybe_kill(cmd: list[str], run: Path, rng: random.Random, kill: 
     return None
 
 
+@pytest.mark.slow
 def test_twenty_random_sigkills_then_resume_end_equal_to_an_unbroken_run(tmp_path: Path) -> None:
     # A checkpoint every step, so many kills land while one is being written.
     args = [*TINY, "--iterations", "90", "--checkpoint-every", "1", "--eval-every", "15", "--ema", "0.9"]
@@ -126,6 +127,7 @@ def _snapshot(run: Path) -> dict[str, bytes]:
     return {str(p.relative_to(run)): p.read_bytes() for p in sorted(run.rglob("*")) if p.is_file()}
 
 
+@pytest.mark.slow
 def test_full_disk_is_a_one_line_error_and_loses_nothing(tmp_path: Path) -> None:
     run = tmp_path / "run"
     assert (
@@ -166,6 +168,7 @@ def _run_read_only(folder: Path, *args: str) -> subprocess.CompletedProcess[str]
     return proc
 
 
+@pytest.mark.slow
 def test_read_only_output_folder_is_a_one_line_error(tmp_path: Path) -> None:
     ro = tmp_path / "ro"
     run = ro / "run"
@@ -219,6 +222,7 @@ def _cifar_dir(folder: Path, marker: Path, planted: str) -> Path:
 PLACES = ["resume", "eval", "predict", "export", "init-from", "cifar-train-batch", "cifar-meta"]
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("place", PLACES)
 def test_planted_pickle_never_runs_wherever_a_file_is_read(
     place: str, finished_run: Path, tmp_path: Path

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from pathlib import Path
 
@@ -9,7 +10,8 @@ import pytest
 from conftest import assert_clean_error, run_cli
 
 from resnets.experiments.remedies import ARM_NAMES, ARMS, GROUPS, RemediesConfig, run_remedies
-from resnets.report.remedies import verdict, write_remedies_report
+from resnets.report.remedies import write_remedies_report
+from resnets.report.remedies_verdict import verdict
 
 SMALL = {"depths": [20], "epochs": 3, "train_subset": 384, "batch_size": 32}
 
@@ -21,6 +23,7 @@ def study(tmp_path_factory: pytest.TempPathFactory) -> tuple[RemediesConfig, lis
     return cfg, run_remedies(cfg, log=lambda line: None)
 
 
+@pytest.mark.slow
 def test_every_arm_is_a_run_with_the_shared_recipe(study) -> None:
     cfg, results = study
     assert [r.arm for r in results] == ["plain", "lsuv", "highway", "resnet", "fixup", "tat"]  # story order
@@ -35,6 +38,7 @@ def test_every_arm_is_a_run_with_the_shared_recipe(study) -> None:
     assert by["resnet"].train_error < 0.75  # well below chance (90 %) after 36 steps
 
 
+@pytest.mark.slow
 def test_report_has_every_arm_and_the_summary_rows(study) -> None:
     cfg, results = study
     paths = write_remedies_report(results, cfg, "resnets remedies ...")
@@ -52,6 +56,7 @@ def test_report_has_every_arm_and_the_summary_rows(study) -> None:
     assert "## Verdict" in md and "The gap at depth 20" in md
 
 
+@pytest.mark.slow
 def test_a_rerun_loads_every_arm_without_training(study) -> None:
     cfg, results = study
     lines: list[str] = []
@@ -60,12 +65,14 @@ def test_a_rerun_loads_every_arm_without_training(study) -> None:
     assert [r.train_error for r in again] == [r.train_error for r in results]
 
 
+@pytest.mark.slow
 def test_a_study_refuses_another_recipe_in_its_folder(study) -> None:
     cfg, _ = study
     proc = run_cli("remedies", "--arms", "plain", "--depths", "20", "--epochs", "4", "--out", cfg.out)
     assert_clean_error(proc, "--epochs 4 differs from the study")
 
 
+@pytest.mark.slow
 def test_diverged_arms_are_reported_not_fatal(tmp_path: Path) -> None:
     out = tmp_path / "wild"
     proc = run_cli("remedies", "--arms", "tat", "fixup", "--depths", "20", "--epochs", "1",
@@ -97,6 +104,7 @@ def test_verdict_claims_only_beyond_the_seed_spread() -> None:
     assert "Help, but leave a gap** (better than the plain net beyond the margin): xavier" in text
 
 
+@pytest.mark.slow
 def test_cli_lists_arms_and_refuses_unknown_ones(tmp_path: Path) -> None:
     proc = run_cli("remedies", "--list")
     assert proc.returncode == 0
@@ -106,3 +114,15 @@ def test_cli_lists_arms_and_refuses_unknown_ones(tmp_path: Path) -> None:
     assert_clean_error(proc, "fixup")
     proc = run_cli("remedies", "--seeds", "0", "--out", str(tmp_path / "y"))
     assert_clean_error(proc, "seeds must be")
+
+
+def test_cli_defaults_are_the_configs_and_the_shared_recipes() -> None:
+    from resnets.cli import build_parser
+    from resnets.experiments import RECIPE
+
+    args, cfg = build_parser().parse_args(["remedies"]), RemediesConfig()
+    for name, value in dataclasses.asdict(RECIPE).items():
+        if name != "seed":  # the study runs seeds 0, 1, ...: no --seed
+            assert getattr(args, name) == getattr(cfg, name) == value, name
+    assert not hasattr(args, "seed")
+    assert (args.depths, args.seeds, args.out, args.device) == (cfg.depths, cfg.seeds, cfg.out, cfg.device)

@@ -58,6 +58,7 @@ def test_delta_orthogonal_and_dirac_weights() -> None:
     assert torch.equal(conv(x), x)  # starts as the identity
 
 
+@pytest.mark.slow
 def test_tat_net_keeps_its_signal_without_bn_where_a_relu_net_does_not() -> None:
     torch.manual_seed(0)
     x = torch.randn(64, 3, 32, 32)
@@ -69,6 +70,7 @@ def test_tat_net_keeps_its_signal_without_bn_where_a_relu_net_does_not() -> None
     assert v_relu[-1] / v_relu[0] < 1e-6  # Xavier's gain 1 with ReLU halves the variance each layer
 
 
+@pytest.mark.slow
 def test_lsuv_gives_unit_output_variance_and_leaves_bn_statistics() -> None:
     torch.manual_seed(0)
     model = create_model("plain20", num_classes=10, init="lsuv")

@@ -47,6 +47,7 @@ def _batches(source, epoch: int = 1, start: int = 0, workers: int = 0, seed: int
     return list(loader.epoch(epoch, start))
 
 
+@pytest.mark.slow
 def test_resnet18_at_224_trains_from_a_jpeg_tree_by_the_readme_command(tree: Path, tmp_path: Path) -> None:
     readme = (ROOT / "README.md").read_text()
     command = re.search(r"^\$ (resnets train --recipe imagenet .*)$", readme, re.M).group(1).split()
@@ -106,6 +107,7 @@ def test_every_decoder_cuts_the_same_crop_of_a_large_photo(tmp_path: Path) -> No
                 assert np.abs(image - full).mean() < 2.0  # another crop differs by ~10
 
 
+@pytest.mark.slow
 def test_auto_loader_streams_by_size_and_records_why(tree: Path) -> None:
     small = load_dataset("imagefolder", tree)
     assert not getattr(small, "streamed", False) and small.image_shape == (3, 32, 32)
@@ -135,6 +137,7 @@ def _rss_script(tree: Path) -> str:
     """)
 
 
+@pytest.mark.slow
 @pytest.mark.skipif(not Path("/proc/self/status").exists(), reason="needs /proc to read RSS")
 def test_loader_memory_is_the_same_for_ten_times_the_images(tmp_path: Path) -> None:
     from resnets.data.generate import link_copies
@@ -157,6 +160,7 @@ def test_loader_memory_is_the_same_for_ten_times_the_images(tmp_path: Path) -> N
     assert measured[16000] <= 1.10 * measured[1600], measured
 
 
+@pytest.mark.slow
 def test_kill_9_mid_epoch_then_resume_matches_an_unbroken_run(tree: Path, tmp_path: Path) -> None:
     args = ["train", *SMALL, "--data-dir", str(tree), "--iterations", "16", "--eval-every", "8",
             "--checkpoint-every", "1", "--keep-checkpoints", "100"]  # fmt: skip
@@ -180,6 +184,7 @@ def test_kill_9_mid_epoch_then_resume_matches_an_unbroken_run(tree: Path, tmp_pa
     assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
 
 
+@pytest.mark.slow
 def test_shards_hold_the_folder_images_and_yield_the_same_batches(tree: Path, tmp_path: Path) -> None:
     proc = run_cli("shard", str(tree), "--out", str(tmp_path / "shards"), "--shard-mb", "0.3")
     assert proc.returncode == 0, proc.stderr
@@ -217,6 +222,7 @@ class _RangeHandler(http.server.SimpleHTTPRequestHandler):
         pass
 
 
+@pytest.mark.slow
 def test_shards_stream_from_an_http_url(tree: Path, tmp_path: Path) -> None:
     pytest.importorskip("aiohttp", reason="http URLs need the remote extra")
     assert run_cli("shard", str(tree), "--out", str(tmp_path / "shards"), "--shard-mb", "0.3").returncode == 0
@@ -233,6 +239,7 @@ def test_shards_stream_from_an_http_url(tree: Path, tmp_path: Path) -> None:
     assert_clean_error(missing, "index.json")
 
 
+@pytest.mark.slow
 def test_a_corrupt_jpeg_is_named_and_skipped(tree: Path, tmp_path: Path) -> None:
     bad_tree = tmp_path / "tree"
     shutil.copytree(tree, bad_tree)
@@ -249,6 +256,7 @@ def test_a_corrupt_jpeg_is_named_and_skipped(tree: Path, tmp_path: Path) -> None
     assert "skipping unreadable image" in proc.stderr and str(victim) in proc.stderr
 
 
+@pytest.mark.slow
 def test_progressive_resizing_grows_the_crop_and_is_recorded(tree: Path, tmp_path: Path) -> None:
     proc = run_cli("train", *SMALL, "--data-dir", str(tree), "--image-size", "96", "--resize-from", "32",
                    "--epochs", "4", "--out", str(tmp_path / "p"))  # fmt: skip
@@ -277,6 +285,7 @@ def test_imagenet_recipes_are_torchvisions_reference_and_a_fast_one() -> None:
     assert fast["label_smoothing"] > 0 and fast["ema_decay"] and fast["resize_from"] < 192
 
 
+@pytest.mark.slow
 @pytest.mark.skipif(TORCHRUN is None, reason="torchrun not installed beside this Python")
 def test_torchrun_two_processes_stream_train_and_resume(tree: Path, tmp_path: Path) -> None:
     env = {**os.environ, "OMP_NUM_THREADS": "1"}

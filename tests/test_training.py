@@ -25,6 +25,7 @@ from resnets.training.step import forward_backward
 FAST = ["--dataset", "digits", "--batch-size", "32", "--quiet"]
 
 
+@pytest.mark.slow
 def test_resnet20_learns_digits(tmp_path: Path) -> None:
     cfg = TrainConfig(model="resnet20", dataset="digits", epochs=15, out=str(tmp_path / "run"))
     result = train(cfg, progress=False)
@@ -74,6 +75,7 @@ def _wait_for_checkpoint(run: Path, proc: subprocess.Popen, min_step: int) -> No
     raise AssertionError("no checkpoint appeared before the run ended")
 
 
+@pytest.mark.slow
 def test_sigkill_then_resume_gives_identical_weights(tmp_path: Path) -> None:
     args = [
         "train",
@@ -113,6 +115,7 @@ def test_sigkill_then_resume_gives_identical_weights(tmp_path: Path) -> None:
     ]
 
 
+@pytest.mark.slow
 def test_sigint_checkpoints_and_says_how_to_resume(tmp_path: Path) -> None:
     run = tmp_path / "run"
     cmd = [sys.executable, "-m", "resnets", "train", "--model", "resnet20", *FAST, "--iterations", "400",
@@ -127,6 +130,7 @@ def test_sigint_checkpoints_and_says_how_to_resume(tmp_path: Path) -> None:
     assert 5 <= step < 400
 
 
+@pytest.mark.slow
 def test_nan_loss_stops_at_once_and_keeps_checkpoint(tmp_path: Path) -> None:
     run = tmp_path / "run"
     proc = run_cli("train", "--model", "plain20", *FAST, "--iterations", "200", "--checkpoint-every", "1",
@@ -138,6 +142,24 @@ def test_nan_loss_stops_at_once_and_keeps_checkpoint(tmp_path: Path) -> None:
     assert not (run / "model.safetensors").exists()
 
 
+@pytest.mark.slow
+def test_a_nan_read_back_late_is_reported_at_its_own_step(tmp_path: Path, monkeypatch) -> None:
+    from resnets.training import trainer
+    from resnets.training.errors import Diverged
+
+    settings = {"model": "plain20", "dataset": "digits", "batch_size": 32, "iterations": 12, "lr": 1e30,
+                "precision": "fp32", "channels_last": False, "compile": False}  # fmt: skip
+    messages = {}
+    for name, seconds in (("each", 0.0), ("late", 1e9)):  # a sync after every step / at the end only
+        monkeypatch.setattr(trainer, "SYNC_SECONDS", seconds)
+        with pytest.raises(Diverged) as e:
+            train(TrainConfig(**settings, out=str(tmp_path / name)), progress=False)
+        messages[name] = str(e.value)
+        assert not (tmp_path / name / "metrics.jsonl").exists() and not list_checkpoints(tmp_path / name)
+    assert "loss became nan at step" in messages["late"] and messages["late"] == messages["each"]
+
+
+@pytest.mark.slow
 def test_eval_reports_the_runs_final_error(tmp_path: Path) -> None:
     run = tmp_path / "run"
     made = run_cli("train", "--model", "resnet20", *FAST, "--iterations", "12", "--precision", "fp32",
@@ -157,6 +179,7 @@ def test_eval_reports_the_runs_final_error(tmp_path: Path) -> None:
     assert result["images"] == 360
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize(
     ("args", "needles"),
     [
@@ -174,6 +197,7 @@ def test_bad_settings_are_one_line_errors(tmp_path: Path, args: list[str], needl
     assert_clean_error(run_cli("train", *args, "--out", str(tmp_path / "r")), *needles)
 
 
+@pytest.mark.slow
 def test_missing_or_corrupt_files_are_one_line_errors(tmp_path: Path) -> None:
     env = {**__import__("os").environ, "RESNETS_OFFLINE": "1"}
     missing = str(tmp_path / "none")
@@ -192,6 +216,7 @@ def test_missing_or_corrupt_files_are_one_line_errors(tmp_path: Path) -> None:
     assert_clean_error(run_cli("eval", "--run", str(run)), "not a valid safetensors file")
 
 
+@pytest.mark.slow
 def test_cifar10_short_real_training_beats_chance(shared_data: Path, tmp_path: Path) -> None:
     cfg = TrainConfig(
         model="resnet20", dataset="cifar10", data_dir=str(shared_data), epochs=2, train_subset=10_000,
@@ -201,6 +226,7 @@ def test_cifar10_short_real_training_beats_chance(shared_data: Path, tmp_path: P
     assert result.metrics["test_error"] < 0.70  # chance is 0.90; measured 0.58 (one thread)
 
 
+@pytest.mark.slow  # bf16 kernels' first use costs seconds (10 s on an AMD EPYC family 25 model 17)
 def test_bf16_step_computes_in_bf16_with_fp32_master_weights() -> None:
     torch.manual_seed(0)
     model = create_model("resnet20", num_classes=10, in_channels=1).to(memory_format=torch.channels_last)
@@ -215,6 +241,7 @@ def test_bf16_step_computes_in_bf16_with_fp32_master_weights() -> None:
     assert all(p.dtype == torch.float32 and p.grad.dtype == torch.float32 for p in model.parameters())
 
 
+@pytest.mark.slow
 def test_bf16_training_learns_like_fp32(tmp_path: Path) -> None:
     errors = {}
     for precision in ("bf16", "fp32"):
@@ -229,6 +256,7 @@ def test_bf16_training_learns_like_fp32(tmp_path: Path) -> None:
     assert errors["bf16"] < 0.3 and errors["fp32"] < 0.3, errors
 
 
+@pytest.mark.slow
 def test_resume_falls_back_past_a_corrupt_checkpoint(tmp_path: Path) -> None:
     run = tmp_path / "run"
     base = ["train", "--model", "resnet20", *FAST, "--checkpoint-every", "2", "--out", str(run)]
@@ -243,6 +271,7 @@ def test_resume_falls_back_past_a_corrupt_checkpoint(tmp_path: Path) -> None:
     assert steps == [8]  # the step-6 line came from the lost checkpoint's future: dropped
 
 
+@pytest.mark.slow
 def test_tensorboard_log_mirrors_the_metrics_and_a_resume_drops_the_lost_steps(tmp_path: Path) -> None:
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 

@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 import argparse
-import shlex
 
-from .study import recipe_flags
+from ..experiments.remedies import RemediesConfig
+from .study import command_line, config_from, field_default, recipe_flags
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
@@ -13,11 +13,14 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
         "remedies", help="deep plain net + other remedies vs identity shortcuts: train, report"
     )
-    recipe_flags(p, epochs=9, seed=False)
-    p.add_argument("--depths", type=int, nargs="+", default=[56], help="depths of the nets (default 56)")
+    recipe_flags(p, RemediesConfig)
+    depths, seeds, out = (field_default(RemediesConfig, name) for name in ("depths", "seeds", "out"))
+    p.add_argument("--depths", type=int, nargs="+", default=depths,
+                   help=f"depths of the nets (default {' '.join(map(str, depths))})")  # fmt: skip
     p.add_argument("--arms", nargs="+", help="run only these arms (default all; see --list)")
-    p.add_argument("--seeds", type=int, default=1, help="seeds per arm, for the mean and spread (default 1)")
-    p.add_argument("--out", default="runs/remedies", help="study folder (default runs/remedies)")
+    p.add_argument("--seeds", type=int, default=seeds,
+                   help=f"seeds per arm, for the mean and spread (default {seeds})")  # fmt: skip
+    p.add_argument("--out", default=out, help=f"study folder (default {out})")
     p.add_argument("--list", action="store_true", help="list the arms and exit")
     p.set_defaults(func=run_remedies_command)
 
@@ -39,17 +42,14 @@ def run_remedies_command(args: argparse.Namespace) -> int:
     if args.list:
         _list_arms()
         return 0
-    from ..experiments.remedies import ARM_NAMES, RemediesConfig, run_remedies
-    from ..report.remedies import table, verdict, write_remedies_report
+    from ..experiments.remedies import run_remedies
+    from ..report.remedies import table, write_remedies_report
+    from ..report.remedies_verdict import verdict
 
-    cfg = RemediesConfig(
-        dataset=args.dataset, data_dir=args.data_dir, depths=args.depths, arms=args.arms or list(ARM_NAMES),
-        seeds=args.seeds, out=args.out, epochs=args.epochs, batch_size=args.batch_size, lr=args.lr,
-        schedule=args.schedule, weight_decay=args.weight_decay, precision=args.precision,
-        channels_last=args.channels_last, train_subset=args.train_subset, device=args.device,
-    ).validate()  # fmt: skip
+    arms = args.arms or field_default(RemediesConfig, "arms")
+    cfg = config_from(RemediesConfig, args, arms=arms).validate()
     results = run_remedies(cfg, progress=not args.quiet)
-    paths = write_remedies_report(results, cfg, "resnets " + shlex.join(args.argv))
+    paths = write_remedies_report(results, cfg, command_line(args))
     header, rows, _ = table(results)
     widths = [max(len(r[i]) for r in [header, *rows]) for i in range(len(header) - 1)]
     for row in [header, *rows]:

@@ -1,41 +1,84 @@
-"""`resnets degradation` (the depth study) and `resnets diagnose` (one model and its twin)."""
+"""`resnets degradation` (the depth study), `resnets lesion` and `resnets diagnose` (a model and its twin)."""
 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import shlex
+from collections.abc import Mapping, Sequence
+from functools import partial
+from typing import Any, TypeVar
 
 from ..errors import ResnetsError
+from ..experiments.degradation import StudyConfig
 
-LESION_MAX_DEPTH = 200
+C = TypeVar("C")
 
 
-def recipe_flags(p: argparse.ArgumentParser, epochs: int | None, seed: bool = True) -> None:
-    """The training-recipe flags every study shares."""
-    p.add_argument("--dataset", default="digits", help="digits (built in, default), cifar10, mnist, ...")
+def field_default(config: type, name: str) -> Any:
+    """A config dataclass's default for one field, so a flag's default is the config's own."""
+    found = next(f for f in dataclasses.fields(config) if f.name == name)
+    return found.default if found.default_factory is dataclasses.MISSING else found.default_factory()
+
+
+def config_from(config: type[C], args: argparse.Namespace, **extra: Any) -> C:
+    """The config made of the flags named like its fields; ``extra`` goes over them."""
+    given = {f.name: getattr(args, f.name) for f in dataclasses.fields(config) if hasattr(args, f.name)}
+    return config(**{**given, **extra})
+
+
+def command_line(args: argparse.Namespace) -> str:
+    """The command as the user typed it, for the report."""
+    return "resnets " + shlex.join(args.argv)
+
+
+def _choices(default: str, choices: Sequence[str], notes: Mapping[str, str] | None = None) -> str:
+    """Help text naming each choice with its note, the default first and marked so."""
+    notes = notes or {}
+
+    def named(choice: str) -> str:
+        said = [n for n in (notes.get(choice), "default" if choice == default else None) if n]
+        return f"{choice} ({', '.join(said)})" if said else choice
+
+    return ", ".join(named(c) for c in sorted(choices, key=lambda c: c != default))
+
+
+def recipe_flags(p: argparse.ArgumentParser, config: type, epochs: bool = True) -> None:
+    """The training-recipe flags every study shares, with ``config``'s defaults (the shared recipe's)."""
+    default = partial(field_default, config)
+    datasets = _choices(default("dataset"), ("digits", "cifar10", "mnist"), {"digits": "built in"})
+    p.add_argument("--dataset", default=default("dataset"), help=f"{datasets}, ...")
     p.add_argument("--data-dir", help="folder holding the dataset's files")
-    if epochs is not None:
-        p.add_argument("--epochs", type=int, default=epochs, help=f"epochs per model (default {epochs})")
-    p.add_argument("--batch-size", type=int, default=128)
-    p.add_argument("--lr", type=float, default=0.05, help="peak learning rate (default 0.05)")
-    p.add_argument("--schedule", default="onecycle", help="onecycle (default), paper, cosine, constant")
-    p.add_argument("--weight-decay", type=float, default=5e-4)
-    p.add_argument("--precision", default="auto", help="auto (bf16 if native, else fp32), fp32, bf16, fp16")
-    p.add_argument("--channels-last", action=argparse.BooleanOptionalAction, default=True, help="NHWC layout")
+    if epochs:
+        p.add_argument("--epochs", type=int, default=default("epochs"),
+                       help=f"epochs per model (default {default('epochs')})")  # fmt: skip
+    p.add_argument("--batch-size", type=int, default=default("batch_size"))
+    p.add_argument("--lr", type=float, default=default("lr"),
+                   help=f"peak learning rate (default {default('lr')})")  # fmt: skip
+    schedules = _choices(default("schedule"), ("onecycle", "paper", "cosine", "constant"))
+    p.add_argument("--schedule", default=default("schedule"), help=schedules)
+    p.add_argument("--weight-decay", type=float, default=default("weight_decay"))
+    p.add_argument("--precision", default=default("precision"),
+                   help="auto (bf16 if native, else fp32), fp32, bf16, fp16")  # fmt: skip
+    p.add_argument("--channels-last", action=argparse.BooleanOptionalAction, default=default("channels_last"),
+                   help="NHWC layout")  # fmt: skip
     p.add_argument("--train-subset", type=int, help="train on a seeded subset of this many images")
-    if seed:
-        p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--device", default="auto")
+    if "seed" in {f.name for f in dataclasses.fields(config)}:  # not for a study of several seeds
+        p.add_argument("--seed", type=int, default=default("seed"))
+    p.add_argument("--device", default=default("device"))
     p.add_argument("--quiet", action="store_true", help="no per-model progress bars")
 
 
 def add_parsers(sub: argparse._SubParsersAction) -> None:
-    """Register `resnets degradation` and `resnets diagnose`."""
+    """Register `resnets degradation`, `resnets lesion` and `resnets diagnose`."""
     p = sub.add_parser("degradation", help="plain vs residual over depths: train, measure, report")
-    recipe_flags(p, epochs=9)
-    p.add_argument("--depths", type=int, nargs="+", default=[20, 32, 44, 56], help="default 20 32 44 56")
-    p.add_argument("--family", default="cifar", help="cifar (resnetN/plainN, default) or preact")
-    p.add_argument("--out", default="runs/degradation", help="study folder (default runs/degradation)")
+    recipe_flags(p, StudyConfig)
+    depths, out = field_default(StudyConfig, "depths"), field_default(StudyConfig, "out")
+    p.add_argument("--depths", type=int, nargs="+", default=depths,
+                   help=f"default {' '.join(map(str, depths))}")  # fmt: skip
+    p.add_argument("--family", default=field_default(StudyConfig, "family"),
+                   help="cifar (resnetN/plainN, default) or preact")  # fmt: skip
+    p.add_argument("--out", default=out, help=f"study folder (default {out})")
     p.set_defaults(func=run_degradation)
 
     le = sub.add_parser("lesion", help="delete blocks of trained nets one at a time: test error")
@@ -53,28 +96,17 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
     d = sub.add_parser("diagnose", help="gradient flow and layer responses of a model and its twin")
     d.add_argument("--model", required=True, help="a residual or plain model; its twin is added")
     d.add_argument("--steps", type=int, default=100, help="training steps between the two measurements")
-    recipe_flags(d, epochs=None)
+    recipe_flags(d, StudyConfig, epochs=False)
     d.add_argument("--out", help="folder for runs and plots (default runs/diagnose-MODEL)")
     d.set_defaults(func=run_diagnose)
-
-
-def _study_config(args: argparse.Namespace, **extra: object):
-    from ..experiments import StudyConfig
-
-    return StudyConfig(
-        dataset=args.dataset, data_dir=args.data_dir, batch_size=args.batch_size, lr=args.lr,
-        schedule=args.schedule, weight_decay=args.weight_decay, precision=args.precision,
-        channels_last=args.channels_last, train_subset=args.train_subset, seed=args.seed,
-        device=args.device, **extra,
-    ).validate()  # fmt: skip
 
 
 def _print_results(results: list, paths: dict) -> None:
     from rich.console import Console
     from rich.table import Table
 
-    from ..report.document import table_rows
-    from ..report.verdict import verdict
+    from ..report.degradation import table_rows
+    from ..report.degradation_verdict import verdict
 
     header, rows = table_rows(results, "")
     table = Table(title="plain vs residual")
@@ -93,39 +125,14 @@ def _print_results(results: list, paths: dict) -> None:
 
 def run_degradation(args: argparse.Namespace) -> int:
     """Train plain and residual nets at every depth, then write the report."""
-    from ..experiments import run_study
+    from ..experiments.degradation import deepest_lesions, run_study
     from ..report import write_report
 
-    cfg = _study_config(args, depths=args.depths, family=args.family, out=args.out, epochs=args.epochs)
+    cfg = config_from(StudyConfig, args).validate()
     results = run_study(cfg, progress=not args.quiet)
-    lesions = _deepest_lesions(cfg, results)
-    command = "resnets " + shlex.join(args.argv)
-    _print_results(results, write_report(results, cfg, command, lesions))
+    lesions = deepest_lesions(cfg, results)
+    _print_results(results, write_report(results, cfg, command_line(args), lesions))
     return 0
-
-
-def _deepest_lesions(cfg, results: list) -> list:
-    """The lesion study of the deepest plain and residual nets of a study (cached)."""
-    from pathlib import Path
-
-    from ..experiments.lesion import study_lesions
-    from ..training.device import resolve_device
-    from ..training.precision import resolve_precision
-
-    # One evaluation per block: the deepest depth of at most LESION_MAX_DEPTH (resnet1202's 600
-    # blocks would take longer than its training on the CPU).
-    trained = [r for r in results if not r.diverged]  # a diverged net has no weights to lesion
-    depth = max((r.depth for r in trained if r.depth <= LESION_MAX_DEPTH), default=None)
-    pair = [
-        next((r for r in trained if r.residual == res and r.depth == depth), None) for res in (False, True)
-    ]
-    runs = [Path(cfg.out) / r.model for r in pair if r is not None]
-    if not runs:
-        return []
-    print(f"lesion study of {', '.join(p.name for p in runs)}: deleting blocks one at a time", flush=True)
-    device = resolve_device(cfg.device)
-    precision = resolve_precision(cfg.precision, device)
-    return study_lesions(Path(cfg.out), runs, device=device, precision=precision, draws=3, max_k=10)
 
 
 def run_lesion(args: argparse.Namespace) -> int:
@@ -135,7 +142,7 @@ def run_lesion(args: argparse.Namespace) -> int:
 
     from ..experiments.lesion import LESION_FILE, lesion_run, lesion_verdict
     from ..io import atomic_write_text
-    from ..report.figures import lesion_figure
+    from ..report.lesion_figures import lesion_figure
     from ..training.device import resolve_device
     from ..training.precision import resolve_precision
 
@@ -161,14 +168,15 @@ def run_lesion(args: argparse.Namespace) -> int:
 
 def run_diagnose(args: argparse.Namespace) -> int:
     """Measure a model and its twin at initialisation and after a short training."""
-    from ..experiments import run_study
+    from ..experiments.degradation import run_study
     from ..models import twin_of
     from ..report import write_report
 
     if args.steps < 1:
         raise ResnetsError(f"steps must be a positive integer, got {args.steps}")
     out = args.out or f"runs/diagnose-{args.model}"
-    cfg = _study_config(args, models=[args.model, twin_of(args.model)], iterations=args.steps, out=out)
+    twins = [args.model, twin_of(args.model)]
+    cfg = config_from(StudyConfig, args, models=twins, iterations=args.steps, out=out).validate()
     results = run_study(cfg, progress=not args.quiet)
     from rich.console import Console
     from rich.table import Table
@@ -185,6 +193,6 @@ def run_diagnose(args: argparse.Namespace) -> int:
             f"{sum(r.responses) / len(r.responses):.3f}",
         )  # fmt: skip
     Console(width=max(110, Console().width)).print(table)
-    paths = write_report(results, cfg, "resnets " + shlex.join(args.argv))
+    paths = write_report(results, cfg, command_line(args))
     print(f"plots: {paths['gradients'].parent}/  report: {paths['html']}")
     return 0

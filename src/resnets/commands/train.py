@@ -14,12 +14,6 @@ from ..errors import ResnetsError
 S = argparse.SUPPRESS  # only flags the user gave reach the config; the rest keep its defaults
 ONOFF = argparse.BooleanOptionalAction  # --x / --no-x: a recipe's switch can be turned off
 
-# Settings a resumed run may change: how long it goes and how often it reports.
-RESUME_MAY_CHANGE = {
-    "epochs", "iterations", "eval_every", "checkpoint_every", "device", "keep_checkpoints", "compile",
-    "workers", "log",
-}  # fmt: skip
-
 
 def _default(name: str) -> str:
     """' (default X)' from TrainConfig itself, so help text and config never disagree."""
@@ -44,7 +38,7 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
 
 def _run_flags(p: argparse.ArgumentParser) -> None:
     from ..training.recipes import RECIPES
-    from ..training.trainer import DEFAULT_EPOCHS
+    from ..training.setup import DEFAULT_EPOCHS
 
     p.add_argument("--recipe", help=f"start from a named recipe ({', '.join(RECIPES)}); flags override it")
     p.add_argument("--config", help="JSON file of settings (config.json's keys); flags override it")
@@ -218,9 +212,10 @@ def _eval_parser(sub: argparse._SubParsersAction) -> None:
 
 def config_from_args(args: argparse.Namespace) -> tuple[Any, bool, bool]:
     """The TrainConfig the flags describe (merged with the run's own when resuming)."""
+    from ..models import model_options
     from ..training import TrainConfig
     from ..training.recipes import apply_recipe, merge_settings
-    from ..training.rundir import CONFIG_FILE
+    from ..training.resume import resume_config
 
     given = vars(args).copy()
     for key in ("func", "command", "argv"):
@@ -238,14 +233,13 @@ def config_from_args(args: argparse.Namespace) -> tuple[Any, bool, bool]:
         given["checkpoint_segments"] = given.pop("checkpoint_activations")
     if "decay_for" in given:
         given["decay_for"] = _decay_patterns(given["decay_for"])
-    names = ("shortcut", "zero_init_residual", "width", "drop_path", "checkpoint_segments", "act",
-             "act_slope", "norm", "init", "drop_rate", "unit", "long_skip")  # fmt: skip
-    model_options = {k: given.pop(k) for k in names if k in given}
-    dataset_options = {k: given.pop(k) for k in ("image_size", "test_size", "loader") if k in given}
-    if model_options:
-        given["model_options"] = model_options
-    if dataset_options:
-        given["dataset_options"] = dataset_options
+    # The model's own flags go to create_model: the registry's option names (no TrainConfig field shares one).
+    model_flags = {k: given.pop(k) for k in model_options() if k in given}
+    dataset_flags = {k: given.pop(k) for k in ("image_size", "test_size", "loader") if k in given}
+    if model_flags:
+        given["model_options"] = model_flags
+    if dataset_flags:
+        given["dataset_options"] = dataset_flags
     if "config" in given:
         given = merge_settings(_read_settings(Path(given.pop("config"))), given)
     recipe = given.pop("recipe", None)
@@ -253,27 +247,14 @@ def config_from_args(args: argparse.Namespace) -> tuple[Any, bool, bool]:
         given = apply_recipe(recipe, given)
     if not resume:
         return TrainConfig(**given).validate(), False, quiet
-
-    out = Path(given.get("out", TrainConfig.out))
-    if not (out / CONFIG_FILE).exists():
-        # One command line for every restart (a requeued job): the first one starts the run,
-        # once its settings are known to be sound (a bad one is the only line printed).
-        cfg = TrainConfig(**given).validate()
-        print(f"resnets: no run in {out} yet; starting it", file=sys.stderr)
-        return cfg, False, quiet
-    saved = TrainConfig.load(out / CONFIG_FILE)
-    for key, value in given.items():
-        if key in RESUME_MAY_CHANGE:
-            setattr(saved, key, value)
-            if key in ("epochs", "iterations"):  # a new length replaces the old one
-                setattr(saved, "iterations" if key == "epochs" else "epochs", None)
-        elif key != "out" and value != getattr(saved, key):
-            raise ResnetsError(
-                f"--{key.replace('_', '-')} {value} differs from the run's {getattr(saved, key)!r}; "
-                "a resumed run keeps its settings (only length, evaluation and device may change)"
-            )
-    saved.out = str(out)
-    return saved.validate(), True, quiet
+    saved = resume_config(given)
+    if saved is not None:
+        return saved, True, quiet
+    # One command line for every restart (a requeued job): the first one starts the run,
+    # once its settings are known to be sound (a bad one is the only line printed).
+    cfg = TrainConfig(**given).validate()
+    print(f"resnets: no run in {Path(cfg.out)} yet; starting it", file=sys.stderr)
+    return cfg, False, quiet
 
 
 def _decay_patterns(items: list[str]) -> dict[str, float]:
@@ -331,89 +312,29 @@ def run_train(args: argparse.Namespace) -> int:
 
 
 def run_eval(args: argparse.Namespace) -> int:
-    """Evaluate a run's model on a split and print loss and error."""
-    from ..data import load_dataset
-    from ..deploy.inference import prepare_inference
-    from ..training import evaluate
+    """Evaluate a run's model, or a published weights file, on a split and print loss and error."""
     from ..training.device import resolve_device
-    from ..training.loaders import split_loader
-    from ..training.runs import load_run
+    from ..training.evaluate import EvalSettings, evaluate_run, evaluate_weights
 
     if args.batch_size < 1:
         raise ResnetsError(f"batch-size must be a positive integer, got {args.batch_size}")
     device = resolve_device(args.device)
+    settings = EvalSettings(args.split, args.batch_size, args.precision, args.tta, args.tta_translate)
     if args.weights:
-        return _eval_weights(args, device)
+        if not args.model or not args.dataset:
+            raise ResnetsError(
+                "--weights needs --model and --dataset (e.g. --model resnet56 --dataset cifar10)"
+            )
+        result, layout, norm = evaluate_weights(
+            args.weights, args.model, args.dataset, settings, device, args.data_dir, args.shortcut,
+            args.mean, args.std,
+        )  # fmt: skip
+        return _report(args, result, f"{args.model} ({layout})", f"; {norm} normalisation")
     for flag in ("model", "shortcut", "mean", "std"):
         if getattr(args, flag) is not None:
             raise ResnetsError(f"--{flag} goes with --weights; a run has its own")
-    run = load_run(args.run, device)
-    name = args.dataset or run.config.dataset
-    data_dir = args.data_dir if args.dataset else (args.data_dir or run.config.data_dir)
-    options = run.config.dataset_options if name == run.config.dataset else {}
-    data = load_dataset(name, data_dir, **options)
-    if (
-        data.num_classes != run.resolved["num_classes"]
-        or list(data.image_shape) != run.resolved["image_shape"]
-    ):
-        raise ResnetsError(
-            f"{name} has {data.num_classes} classes of {data.image_shape} images; the run's model "
-            f"expects {run.resolved['num_classes']} of {tuple(run.resolved['image_shape'])}"
-        )
-    split = data.test if args.split == "test" else data.train
-    # The run's own normalisation, whatever the dataset: the model was trained with it.
-    loader = split_loader(data, split, args.batch_size, run.resolved["mean"], run.resolved["std"], device)
-    # BN folded, channels-last and autocast inside: the precision is applied by the wrapper.
-    fast = prepare_inference(run.model, device, args.precision, input_shape=tuple(data.image_shape))
-    loss, error = evaluate(fast, loader, "fp32", flip_tta=args.tta, translate_tta=args.tta_translate)
-    result = {
-        "run": str(run.path), "model": run.config.model, "dataset": name, "split": args.split,
-        "images": len(split), "loss": loss, "error": error, "accuracy": 1 - error,
-        "precision": fast.precision, "weights": str(run.weights),
-    }  # fmt: skip
-    return _report(args, result, run.config.model)
-
-
-def _eval_weights(args: argparse.Namespace, device: Any) -> int:
-    """Evaluate a published weights file with no run directory: layout detected from its keys."""
-    from ..data import load_dataset
-    from ..deploy.inference import prepare_inference
-    from ..models import create_model, get_spec
-    from ..models.interop import load_pretrained, read_state_dict
-    from ..models.published import detect_layout
-    from ..training import evaluate
-    from ..training.loaders import split_loader
-
-    if not args.model or not args.dataset:
-        raise ResnetsError("--weights needs --model and --dataset (e.g. --model resnet56 --dataset cifar10)")
-    spec = get_spec(args.model)
-    layout = detect_layout(read_state_dict(args.weights))
-    data = load_dataset(args.dataset, args.data_dir)
-    channels = data.image_shape[0]
-    options: dict[str, Any] = {"in_channels": channels}
-    shortcut = args.shortcut or layout.shortcut
-    if spec.residual and shortcut:
-        options["shortcut"] = shortcut
-    model = create_model(args.model, num_classes=data.num_classes, **options)
-    load_pretrained(model, args.weights, fine_tune=False)
-    publisher = layout.mean is not None and len(layout.mean) == channels
-    mean = args.mean or (layout.mean if publisher else data.mean)
-    std = args.std or (layout.std if publisher else data.std)
-    for name, values in (("mean", mean), ("std", std)):
-        if len(values) != channels or (name == "std" and min(values) <= 0):
-            raise ResnetsError(f"--{name} needs {channels} value(s){' > 0' if name == 'std' else ''}")
-    norm = "given" if args.mean or args.std else "the publisher's" if publisher else f"{args.dataset}'s own"
-    split = data.test if args.split == "test" else data.train
-    loader = split_loader(data, split, args.batch_size, mean, std, device)
-    fast = prepare_inference(model.to(device).eval(), device, args.precision, input_shape=data.image_shape)
-    loss, error = evaluate(fast, loader, "fp32", flip_tta=args.tta, translate_tta=args.tta_translate)
-    result = {
-        "weights": str(args.weights), "model": args.model, "layout": layout.name,
-        "shortcut": shortcut, "dataset": args.dataset, "split": args.split, "images": len(split),
-        "mean": list(mean), "std": list(std), "loss": loss, "error": error, "accuracy": 1 - error,
-        "precision": fast.precision,
-    }  # fmt: skip
-    return _report(args, result, f"{args.model} ({layout.describe()})", f"; {norm} normalisation")
+    result = evaluate_run(args.run, settings, device, args.dataset, args.data_dir)
+    return _report(args, result, result["model"])
 
 
 def _report(args: argparse.Namespace, result: dict[str, Any], label: str, note: str = "") -> int:

@@ -8,6 +8,8 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
+from ..models.contract import NamesBranchEnd, Network, ResidualUnit
+
 
 @dataclass
 class SignalStats:
@@ -20,9 +22,10 @@ class SignalStats:
 
 
 def branch_end(block: nn.Module) -> nn.Module | None:
-    """The last layer of a block's residual branch F(x), where the block says (``branch_end()``)."""
-    say = getattr(block, "branch_end", None)
-    return say() if callable(say) else None
+    """The last layer of a block's residual branch F(x): a resnets unit's, or any module's that names it."""
+    if isinstance(block, ResidualUnit) and not block.residual:
+        return None  # a plain twin's F(x) is the block's whole output, not a branch beside a shortcut
+    return block.branch_end() if isinstance(block, NamesBranchEnd) else None
 
 
 def _channel_stats(t: torch.Tensor) -> tuple[float, float]:
@@ -41,8 +44,10 @@ def signal_propagation(
     """
     probe = copy.deepcopy(model).train()
     if blocks is None:
+        if not isinstance(probe, Network):
+            raise TypeError("signal_propagation needs (name, module) block pairs for a model outside resnets")
         names = {m: n for n, m in probe.named_modules()}
-        blocks = [(names[b], b) for b in probe.blocks()]  # type: ignore[operator]
+        blocks = [(names[b], b) for b in probe.blocks()]
     else:
         by_name = dict(probe.named_modules())
         blocks = [(name, by_name[name]) for name, _ in blocks]
@@ -52,7 +57,7 @@ def signal_propagation(
     for name, block in blocks:
         handles.append(block.register_forward_hook(lambda m, i, o, name=name: outputs.__setitem__(name, o)))
         end = branch_end(block)
-        if end is not None and getattr(block, "residual", True):
+        if end is not None:
             handles.append(
                 end.register_forward_hook(lambda m, i, o, name=name: branches.__setitem__(name, o.clone()))
             )

@@ -8,52 +8,49 @@ models are not trained again.
 
 from __future__ import annotations
 
-import dataclasses
-import json
-import time
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 from typing import Any
 
-from ..data import Dataset, load_dataset
 from ..errors import ResnetsError
-from ..io import atomic_write_text, exclusive
 from ..models import get_spec, summarize
 from ..training import TrainConfig
 from ..training.device import resolve_device
-from .measure import curves, finished, finite_or_none, train_and_measure
+from ..training.precision import resolve_precision
+from .lesion import LesionResult, study_lesions
+from .measure import finite_or_none
+from .recipe import RECIPE, run_settings
+from .runner import Job, Log, Measured, StudyKind, run_jobs, say
 
 FAMILIES = {"cifar": ("resnet{}", "plain{}"), "preact": ("preact_resnet{}", "preact_plain{}")}
 STUDY_FILE = "study.json"
-# Settings every model of a study shares; a re-run may add depths or move devices, not change these.
-RECIPE_KEYS = (
-    "dataset", "family", "epochs", "iterations", "batch_size", "lr", "schedule", "weight_decay",
-    "precision", "channels_last", "train_subset", "seed",
-)  # fmt: skip
+DEPTH_STUDY = StudyKind("study", STUDY_FILE, eta_label="study ETA", eta_counts_loaded=True)
+# One evaluation per block: the lesion study takes the deepest depth of at most this (resnet1202's
+# 600 blocks would take longer than its training on the CPU).
+LESION_MAX_DEPTH = 200
 
 
 @dataclass
 class StudyConfig:
     """Settings of a degradation study; every model is trained with the same recipe."""
 
-    dataset: str = "digits"
+    dataset: str = RECIPE.dataset
     data_dir: str | None = None
     depths: list[int] = field(default_factory=lambda: [20, 32, 44, 56])
     family: str = "cifar"
     out: str = "runs/degradation"
-    epochs: int = 9
+    epochs: int = RECIPE.epochs
     iterations: int | None = None  # train for this many steps instead of epochs
     models: list[str] | None = None  # explicit models instead of family x depths
-    batch_size: int = 128
-    # 0.1 left resnet56 stuck at 16-65% error for some seeds in 99 steps (digits, fp32 and bf16
-    # alike); 0.05 trained every residual net of seeds 0-2 below 2.3% and kept plain nets degrading.
-    lr: float = 0.05
-    schedule: str = "onecycle"
-    weight_decay: float = 5e-4
-    precision: str = "auto"
-    channels_last: bool = True
+    batch_size: int = RECIPE.batch_size
+    lr: float = RECIPE.lr
+    schedule: str = RECIPE.schedule
+    weight_decay: float = RECIPE.weight_decay
+    precision: str = RECIPE.precision
+    channels_last: bool = RECIPE.channels_last
     train_subset: int | None = None
-    seed: int = 0
+    seed: int = RECIPE.seed
     device: str = "auto"
 
     def validate(self) -> StudyConfig:
@@ -86,11 +83,8 @@ class StudyConfig:
     def recipe(self, model: str) -> TrainConfig:
         """The identical training config for one model of the study."""
         return TrainConfig(
-            model=model, dataset=self.dataset, data_dir=self.data_dir, out=str(Path(self.out) / model),
-            epochs=None if self.iterations else self.epochs, iterations=self.iterations,
-            batch_size=self.batch_size, lr=self.lr, schedule=self.schedule,
-            weight_decay=self.weight_decay, precision=self.precision, channels_last=self.channels_last,
-            train_subset=self.train_subset, seed=self.seed, device=self.device,
+            model=model, out=str(Path(self.out) / model), epochs=None if self.iterations else self.epochs,
+            iterations=self.iterations, seed=self.seed, **run_settings(self),
         )  # fmt: skip
 
 
@@ -125,67 +119,40 @@ class ModelResult:
         return row | {"diverged": self.diverged}
 
 
-def check_study(path: Path, cfg: StudyConfig) -> None:
-    """A study folder re-run with other recipe settings is refused, naming the setting."""
-    if not path.exists():
-        return
-    try:
-        saved = json.loads(path.read_text())
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
-        why = type(e).__name__
-        raise ResnetsError(f"{path} is damaged ({why}); remove it or use another --out") from None
-    if not isinstance(saved, dict):
-        raise ResnetsError(f"{path} is damaged (not a JSON object); remove it or use another --out")
-    for key, value in dataclasses.asdict(cfg).items():
-        if key in RECIPE_KEYS and key in saved and saved[key] != value:
-            raise ResnetsError(
-                f"--{key.replace('_', '-')} {value} differs from the study in {path.parent} "
-                f"({saved[key]!r}); a resumed study keeps its recipe: use another --out"
-            )
-
-
-def _study_one(
-    cfg: StudyConfig, name: str, depth: int, residual: bool, data: Dataset, progress: bool
-) -> ModelResult:
-    recipe = cfg.recipe(name)
-    diag = train_and_measure(recipe, data, resolve_device(cfg.device), progress)
-    rows = curves(Path(recipe.out))
+def _model_result(name: str, depth: int, residual: bool, run: Measured) -> ModelResult:
     return ModelResult(
-        model=name, depth=depth, residual=residual, seconds=rows[-1]["time"] if rows else 0.0,
-        curves=rows, **diag,
+        model=name, depth=depth, residual=residual, seconds=run.seconds, curves=run.curves,
+        **run.diagnostics,
     )  # fmt: skip
 
 
-def _log(text: str) -> None:
-    print(text, flush=True)
+def _jobs(cfg: StudyConfig) -> list[Job[ModelResult]]:
+    jobs = []
+    for name, depth, residual in cfg.model_names():
+        label = f"{name} ({'residual' if residual else 'plain'}, depth {depth})"
+        # Cost of each model ~ its multiply-adds; the study's ETA follows from the cost done so far.
+        cost = summarize(name).macs
+        jobs.append(Job(label, cfg.recipe(name), partial(_model_result, name, depth, residual), cost))
+    return jobs
 
 
-def run_study(cfg: StudyConfig, progress: bool = True, log: Any = _log) -> list[ModelResult]:
+def run_study(cfg: StudyConfig, progress: bool = True, log: Log = say) -> list[ModelResult]:
     """Train and measure every model of the study; returns the results, plain nets first."""
     cfg.validate()
-    out = Path(cfg.out)
-    with exclusive(out, "study"):  # the same study started twice: the second stops, naming the first
-        return _run_study(cfg, out, progress, log)
+    return run_jobs(cfg, DEPTH_STUDY, partial(_jobs, cfg), progress, log)
 
 
-def _run_study(cfg: StudyConfig, out: Path, progress: bool, log: Any) -> list[ModelResult]:
-    check_study(out / STUDY_FILE, cfg)
-    atomic_write_text(out / STUDY_FILE, json.dumps(dataclasses.asdict(cfg), indent=2) + "\n")
-    data = load_dataset(cfg.dataset, cfg.data_dir)
-    models = cfg.model_names()
-    # Cost of each model ~ its multiply-adds; the study's ETA follows from the cost done so far.
-    cost = {name: summarize(name).macs for name, _, _ in models}
-    total_cost, done_cost, t0 = sum(cost.values()), 0.0, time.perf_counter()
-    results = []
-    for i, (name, depth, residual) in enumerate(models, 1):
-        eta = ""
-        if done_cost:
-            left = (time.perf_counter() - t0) / done_cost * (total_cost - done_cost)
-            eta = f", study ETA {int(left // 60)}m{int(left % 60):02d}s"
-        state = "done, loading" if finished(Path(cfg.recipe(name).out)) else "training"
-        log(
-            f"[{i}/{len(models)}] {name} ({'residual' if residual else 'plain'}, depth {depth}): {state}{eta}"
-        )
-        results.append(_study_one(cfg, name, depth, residual, data, progress))
-        done_cost += cost[name]
-    return results
+def deepest_lesions(cfg: StudyConfig, results: list[ModelResult], log: Log = say) -> list[LesionResult]:
+    """The lesion study of the deepest plain and residual nets of a study (cached in its folder)."""
+    trained = [r for r in results if not r.diverged]  # a diverged net has no weights to lesion
+    depth = max((r.depth for r in trained if r.depth <= LESION_MAX_DEPTH), default=None)
+    pair = [
+        next((r for r in trained if r.residual == res and r.depth == depth), None) for res in (False, True)
+    ]
+    runs = [Path(cfg.out) / r.model for r in pair if r is not None]
+    if not runs:
+        return []
+    log(f"lesion study of {', '.join(p.name for p in runs)}: deleting blocks one at a time")
+    device = resolve_device(cfg.device)
+    precision = resolve_precision(cfg.precision, device)
+    return study_lesions(Path(cfg.out), runs, device=device, precision=precision, draws=3, max_k=10)

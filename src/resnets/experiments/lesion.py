@@ -23,7 +23,7 @@ from torch import nn
 from ..data import TensorLoader
 from ..errors import ResnetsError
 from ..io import atomic_write_text
-from ..models.blocks import deletable
+from ..models.contract import Network, ResidualUnit, deletable
 from ..training.evaluate import evaluate
 
 LESION_FILE = "lesion.json"
@@ -48,16 +48,16 @@ class LesionResult:
         return [i for i, e in enumerate(self.single) if e is not None]
 
 
-def blocks_of(model: nn.Module) -> list[nn.Module]:
+def blocks_of(model: nn.Module) -> list[ResidualUnit]:
     """The model's blocks, each able to say what it computes without its branch (``lesioned``)."""
-    blocks = model.blocks() if hasattr(model, "blocks") else []
-    if not blocks or not all(hasattr(b, "lesioned") for b in blocks):
+    blocks = model.blocks() if isinstance(model, Network) else []
+    if not blocks:
         raise ResnetsError("the lesion study needs a resnets model whose blocks can be deleted")
     return blocks
 
 
 @contextlib.contextmanager
-def deleted(blocks: Sequence[nn.Module], indices: Sequence[int]) -> Iterator[None]:
+def deleted(blocks: Sequence[ResidualUnit], indices: Sequence[int]) -> Iterator[None]:
     """Blocks ``indices`` compute their lesioned output while the body runs."""
     chosen = [blocks[i] for i in indices]
     for block in chosen:

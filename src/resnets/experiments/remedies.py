@@ -9,23 +9,20 @@ tanh). Every arm is one net trained with one recipe and seed; arms that fail are
 
 from __future__ import annotations
 
-import dataclasses
-import json
-import time
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 from typing import Any
 
-from ..data import Dataset, load_dataset
 from ..errors import ResnetsError, unknown_name
-from ..io import atomic_write_text, exclusive
 from ..models import get_spec
 from ..training import TrainConfig
-from ..training.device import resolve_device
-from .degradation import check_study
-from .measure import curves, finished, finite_or_none, train_and_measure
+from .measure import finite_or_none
+from .recipe import RECIPE, run_settings
+from .runner import Job, Log, Measured, StudyKind, run_jobs, say
 
 REMEDIES_FILE = "remedies.json"
+REMEDIES_STUDY = StudyKind("remedies study", REMEDIES_FILE, eta_label="ETA", eta_counts_loaded=False)
 
 
 @dataclass(frozen=True)
@@ -89,19 +86,19 @@ ARM_NAMES = tuple(a.name for a in ARMS)
 class RemediesConfig:
     """Settings of a remedies study: the arms, depths and seeds; one recipe for every run."""
 
-    dataset: str = "digits"
+    dataset: str = RECIPE.dataset
     data_dir: str | None = None
     depths: list[int] = field(default_factory=lambda: [56])
     arms: list[str] = field(default_factory=lambda: list(ARM_NAMES))
     seeds: int = 1
     out: str = "runs/remedies"
-    epochs: int = 9  # the depth study's: resnet56 fits the digits, plain56 does not
-    batch_size: int = 128
-    lr: float = 0.05  # the depth study's peak lr (see StudyConfig)
-    schedule: str = "onecycle"
-    weight_decay: float = 5e-4
-    precision: str = "auto"
-    channels_last: bool = True
+    epochs: int = RECIPE.epochs
+    batch_size: int = RECIPE.batch_size
+    lr: float = RECIPE.lr
+    schedule: str = RECIPE.schedule
+    weight_decay: float = RECIPE.weight_decay
+    precision: str = RECIPE.precision
+    channels_last: bool = RECIPE.channels_last
     train_subset: int | None = None
     device: str = "auto"
 
@@ -129,11 +126,8 @@ class RemediesConfig:
         """The run of one arm at one depth and seed: the shared recipe plus the arm's options."""
         model = f"{'resnet' if arm.residual else 'plain'}{depth}"
         return TrainConfig(
-            model=model, dataset=self.dataset, data_dir=self.data_dir,
-            out=str(Path(self.out) / f"{arm.name}-{depth}-seed{seed}"), epochs=self.epochs,
-            batch_size=self.batch_size, lr=self.lr, schedule=self.schedule, weight_decay=self.weight_decay,
-            decay_for=dict(arm.decay_for), precision=self.precision, channels_last=self.channels_last,
-            train_subset=self.train_subset, seed=seed, device=self.device, model_options=dict(arm.options),
+            model=model, out=str(Path(self.out) / f"{arm.name}-{depth}-seed{seed}"), epochs=self.epochs,
+            seed=seed, decay_for=dict(arm.decay_for), model_options=dict(arm.options), **run_settings(self),
         )  # fmt: skip
 
 
@@ -166,42 +160,25 @@ class ArmResult:
         }  # fmt: skip
 
 
-def _run_arm(
-    cfg: RemediesConfig, arm: Arm, depth: int, seed: int, data: Dataset, progress: bool
-) -> ArmResult:
-    recipe = cfg.recipe(arm, depth, seed)
-    diag = train_and_measure(recipe, data, resolve_device(cfg.device), progress)
-    rows = curves(Path(recipe.out))
+def _arm_result(arm: Arm, depth: int, seed: int, run: Measured) -> ArmResult:
+    diag = run.diagnostics
     return ArmResult(
         arm=arm.name, group=arm.group, depth=depth, seed=seed, residual=arm.residual, what=arm.what,
-        train_error=diag["train_error"], test_error=diag["test_error"],
-        seconds=rows[-1]["time"] if rows else 0.0, diverged=diag.get("diverged"), curves=rows,
-        layers=diag["layers"], grad_init=diag["grad_init"], signal_variance=diag["signal_variance"],
-        signal_branch_variance=diag["signal_branch_variance"],
+        train_error=diag["train_error"], test_error=diag["test_error"], seconds=run.seconds,
+        diverged=diag.get("diverged"), curves=run.curves, layers=diag["layers"], grad_init=diag["grad_init"],
+        signal_variance=diag["signal_variance"], signal_branch_variance=diag["signal_branch_variance"],
     )  # fmt: skip
 
 
-def _log(text: str) -> None:
-    print(text, flush=True)
+def _jobs(cfg: RemediesConfig) -> list[Job[ArmResult]]:
+    return [
+        Job(f"{arm.name} (depth {depth}, seed {seed}; {arm.group})", cfg.recipe(arm, depth, seed),
+            partial(_arm_result, arm, depth, seed))
+        for depth in sorted(cfg.depths) for seed in range(cfg.seeds) for arm in cfg.chosen()
+    ]  # fmt: skip
 
 
-def run_remedies(cfg: RemediesConfig, progress: bool = False, log: Any = _log) -> list[ArmResult]:
+def run_remedies(cfg: RemediesConfig, progress: bool = False, log: Log = say) -> list[ArmResult]:
     """Train and measure every arm at every depth and seed (finished runs are loaded)."""
     cfg.validate()
-    out = Path(cfg.out)
-    with exclusive(out, "remedies study"):
-        check_study(out / REMEDIES_FILE, cfg)
-        atomic_write_text(out / REMEDIES_FILE, json.dumps(dataclasses.asdict(cfg), indent=2) + "\n")
-        data = load_dataset(cfg.dataset, cfg.data_dir)
-        jobs = [(a, d, s) for d in sorted(cfg.depths) for s in range(cfg.seeds) for a in cfg.chosen()]
-        results, t0, done = [], time.perf_counter(), 0
-        for i, (arm, depth, seed) in enumerate(jobs, 1):
-            state = "done, loading" if finished(Path(cfg.recipe(arm, depth, seed).out)) else "training"
-            eta = ""
-            if done:
-                left = (time.perf_counter() - t0) / done * (len(jobs) - i + 1)
-                eta = f", ETA {int(left // 60)}m{int(left % 60):02d}s"
-            log(f"[{i}/{len(jobs)}] {arm.name} (depth {depth}, seed {seed}; {arm.group}): {state}{eta}")
-            results.append(_run_arm(cfg, arm, depth, seed, data, progress))
-            done += state == "training"
-        return results
+    return run_jobs(cfg, REMEDIES_STUDY, partial(_jobs, cfg), progress, log)

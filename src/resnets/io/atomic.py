@@ -6,7 +6,7 @@ import contextlib
 import functools
 import os
 import tempfile
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 from typing import BinaryIO
 
@@ -49,12 +49,6 @@ def atomic_write_bytes(path: str | os.PathLike[str], data: bytes | memoryview) -
 def atomic_write_text(path: str | os.PathLike[str], text: str) -> None:
     """Write UTF-8 text atomically."""
     atomic_write_bytes(path, text.encode("utf-8"))
-
-
-def atomic_save(path: str | os.PathLike[str], writer: Callable[[BinaryIO], None]) -> None:
-    """Let ``writer`` fill a file that then appears atomically at ``path``."""
-    with atomic_write(path) as f:
-        writer(f)
 
 
 def remove_stale_temporaries(folder: str | os.PathLike[str]) -> int:

@@ -10,8 +10,9 @@ with exactly the same layers F. Shortcut options follow the paper (Sec. 3.3, 4.1
 
 Every block takes its activation and normalisation as options (``act_layer``, ``norm_layer``,
 as in torchvision and timm); the defaults, ReLU and BatchNorm, are the papers' nets, and no
-option changes the names or shapes of the default nets' weights. Each block says where its
-residual branch ends (``branch_end``), so diagnostics need not know the block types.
+option changes the names or shapes of the default nets' weights. Every block is a
+``contract.ResidualUnit``: the networks, the lesion study and the diagnostics ask it, not its type,
+where its branch ends, what its shortcut computes, and what it outputs with its branch deleted.
 """
 
 from __future__ import annotations
@@ -22,7 +23,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .layers import ActLayer, NormLayer, make_norm
+from .contract import ResidualUnit
+from .layers import ActLayer, NormLayer, make_norm, relu
 
 Shortcut = Literal["A", "B", "C"]
 SHORTCUTS: tuple[str, ...] = ("A", "B", "C")
@@ -40,8 +42,9 @@ def conv1x1(in_planes: int, out_planes: int, stride: int = 1, bias: bool = False
     return nn.Conv2d(in_planes, out_planes, 1, stride=stride, bias=bias)
 
 
-def _relu() -> nn.Module:
-    return nn.ReLU(inplace=True)
+def bottleneck_width(planes: int, width: float = 1.0, width_per_group: int = 64, groups: int = 1) -> int:
+    """Channels of a bottleneck's inner convs: Wide ResNet's factor, ResNeXt's groups x width per group."""
+    return int(planes * width * width_per_group / 64) * groups
 
 
 class PadShortcut(nn.Module):
@@ -83,10 +86,10 @@ def make_shortcut(
     return nn.Sequential(*layers)
 
 
-class BasicBlock(nn.Module):
+class BasicBlock(ResidualUnit):
     """Two 3x3 convolutions (Fig. 2 of the paper); ResNet-18/34 and the CIFAR nets."""
 
-    expansion = 1
+    last_layer = "bn2"
 
     def __init__(
         self,
@@ -95,12 +98,11 @@ class BasicBlock(nn.Module):
         stride: int = 1,
         shortcut: Shortcut = "B",
         residual: bool = True,
-        act_layer: ActLayer = _relu,
+        act_layer: ActLayer = relu,
         norm_layer: NormLayer = nn.BatchNorm2d,
         drop_rate: float = 0.0,
     ) -> None:
-        super().__init__()
-        self.residual = residual
+        super().__init__(residual)
         bias = norm_layer is None
         self.conv1 = conv3x3(in_planes, planes, stride, bias=bias)
         self.bn1 = make_norm(norm_layer, planes)
@@ -110,7 +112,7 @@ class BasicBlock(nn.Module):
         self.conv2 = conv3x3(planes, planes, bias=bias)
         self.bn2 = make_norm(norm_layer, planes)
         self.downsample = make_shortcut(shortcut, in_planes, planes, stride, norm_layer) if residual else None
-        self.drop_path: nn.Module = nn.Identity()  # stochastic depth, set by the network
+        self.drop_path = nn.Identity()
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         out = self.drop(self.act(self.bn1(self.conv1(x))))
@@ -119,27 +121,12 @@ class BasicBlock(nn.Module):
             out = self.drop_path(out) + self.shortcut(x)
         return self.act(out)
 
-    def branch_end(self) -> nn.Module:
-        """The layer whose output is the residual branch F(x)."""
-        return self.bn2
 
-    def shortcut(self, x: torch.Tensor) -> torch.Tensor:
-        """The shortcut path alone: the identity, or the projection/padding where shapes change."""
-        return x if self.downsample is None else self.downsample(x)
-
-    def lesioned(self, x: torch.Tensor) -> torch.Tensor:
-        """The block's output with its residual branch deleted (Veit et al. 2016)."""
-        return self.act(self.shortcut(x)) if self.residual else _pass_through(self, x)
-
-    def zero_init_last(self) -> None:
-        """Start the residual branch at zero so the block begins as the identity."""
-        nn.init.zeros_(self.bn2.weight)
-
-
-class Bottleneck(nn.Module):
+class Bottleneck(ResidualUnit):
     """1x1 reduce, 3x3, 1x1 expand (Fig. 5); stride on the 3x3 as in torchvision."""
 
     expansion = 4
+    last_layer = "bn3"
 
     def __init__(
         self,
@@ -151,12 +138,11 @@ class Bottleneck(nn.Module):
         groups: int = 1,
         width_per_group: int = 64,
         width: float = 1.0,
-        act_layer: ActLayer = _relu,
+        act_layer: ActLayer = relu,
         norm_layer: NormLayer = nn.BatchNorm2d,
     ) -> None:
-        super().__init__()
-        self.residual = residual
-        inner = int(planes * width * width_per_group / 64) * groups
+        super().__init__(residual)
+        inner = bottleneck_width(planes, width, width_per_group, groups)
         out_planes = planes * self.expansion
         bias = norm_layer is None
         self.conv1 = conv1x1(in_planes, inner, bias=bias)
@@ -169,7 +155,7 @@ class Bottleneck(nn.Module):
         self.downsample = (
             make_shortcut(shortcut, in_planes, out_planes, stride, norm_layer) if residual else None
         )
-        self.drop_path: nn.Module = nn.Identity()
+        self.drop_path = nn.Identity()
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         out = self.act(self.bn1(self.conv1(x)))
@@ -179,27 +165,33 @@ class Bottleneck(nn.Module):
             out = self.drop_path(out) + self.shortcut(x)
         return self.act(out)
 
-    def branch_end(self) -> nn.Module:
-        """The layer whose output is the residual branch F(x)."""
-        return self.bn3
+
+class PreActUnit(ResidualUnit):
+    """A pre-activation unit (He et al. 2016): BN-act before each conv, nothing after the sum.
+
+    The branch ends in a convolution (there is no BN after it), which ``zero_init_last`` zeroes.
+    """
+
+    act_after_add = False
+    bn1: nn.Module
 
     def shortcut(self, x: torch.Tensor) -> torch.Tensor:
-        """The shortcut path alone."""
-        return x if self.downsample is None else self.downsample(x)
+        """The shortcut path alone; a projection reads the unit's activated input."""
+        return self.shortcut_from(x, self.act(self.bn1(x)))
 
-    def lesioned(self, x: torch.Tensor) -> torch.Tensor:
-        """The block's output with its residual branch deleted."""
-        return self.act(self.shortcut(x)) if self.residual else _pass_through(self, x)
+    def shortcut_from(self, x: torch.Tensor, activated: torch.Tensor) -> torch.Tensor:
+        """The shortcut given x and act(bn1(x)): projections read the latter, as in the authors' code."""
+        if self.downsample is None:
+            return x
+        if isinstance(self.downsample, PadShortcut):
+            return self.downsample(x)
+        return self.downsample(activated)
 
-    def zero_init_last(self) -> None:
-        """Start the residual branch at zero so the block begins as the identity."""
-        nn.init.zeros_(self.bn3.weight)
 
+class PreActBasicBlock(PreActUnit):
+    """Pre-activation unit: BN-ReLU-conv3x3 twice."""
 
-class PreActBasicBlock(nn.Module):
-    """Pre-activation unit (He et al. 2016): BN-ReLU-conv3x3 twice, nothing after the add."""
-
-    expansion = 1
+    last_layer = "conv2"
 
     def __init__(
         self,
@@ -208,11 +200,10 @@ class PreActBasicBlock(nn.Module):
         stride: int = 1,
         shortcut: Shortcut = "B",
         residual: bool = True,
-        act_layer: ActLayer = _relu,
+        act_layer: ActLayer = relu,
         norm_layer: NormLayer = nn.BatchNorm2d,
     ) -> None:
-        super().__init__()
-        self.residual = residual
+        super().__init__(residual)
         bias = norm_layer is None
         self.bn1 = make_norm(norm_layer, in_planes)
         self.conv1 = conv3x3(in_planes, planes, stride, bias=bias)
@@ -221,34 +212,21 @@ class PreActBasicBlock(nn.Module):
         self.act = act_layer()
         # As in the authors' code, a projection shortcut has no BN of its own.
         self.downsample = make_shortcut(shortcut, in_planes, planes, stride, norm=None) if residual else None
-        self.drop_path: nn.Module = nn.Identity()
+        self.drop_path = nn.Identity()
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         out = self.act(self.bn1(x))
-        identity = _preact_shortcut(self.downsample, x, out)
+        identity = self.shortcut_from(x, out)
         out = self.conv1(out)
         out = self.conv2(self.act(self.bn2(out)))
         return self.drop_path(out) + identity if self.residual else out
 
-    def branch_end(self) -> nn.Module:
-        """The layer whose output is the residual branch F(x)."""
-        return self.conv2
 
-    def lesioned(self, x: torch.Tensor) -> torch.Tensor:
-        """The unit's output with its residual branch deleted: the shortcut alone."""
-        if not self.residual:
-            return _pass_through(self, x)
-        return _preact_shortcut(self.downsample, x, self.act(self.bn1(x)))
-
-    def zero_init_last(self) -> None:
-        """Zero the branch's last conv (there is no BN after it) so the unit starts as identity."""
-        nn.init.zeros_(self.conv2.weight)
-
-
-class PreActBottleneck(nn.Module):
+class PreActBottleneck(PreActUnit):
     """Pre-activation bottleneck unit: BN-ReLU-conv1x1, BN-ReLU-conv3x3, BN-ReLU-conv1x1."""
 
     expansion = 4
+    last_layer = "conv3"
 
     def __init__(
         self,
@@ -260,12 +238,11 @@ class PreActBottleneck(nn.Module):
         groups: int = 1,
         width_per_group: int = 64,
         width: float = 1.0,
-        act_layer: ActLayer = _relu,
+        act_layer: ActLayer = relu,
         norm_layer: NormLayer = nn.BatchNorm2d,
     ) -> None:
-        super().__init__()
-        self.residual = residual
-        inner = int(planes * width * width_per_group / 64) * groups
+        super().__init__(residual)
+        inner = bottleneck_width(planes, width, width_per_group, groups)
         out_planes = planes * self.expansion
         bias = norm_layer is None
         self.bn1 = make_norm(norm_layer, in_planes)
@@ -278,60 +255,12 @@ class PreActBottleneck(nn.Module):
         self.downsample = (
             make_shortcut(shortcut, in_planes, out_planes, stride, norm=None) if residual else None
         )
-        self.drop_path: nn.Module = nn.Identity()
+        self.drop_path = nn.Identity()
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         out = self.act(self.bn1(x))
-        identity = _preact_shortcut(self.downsample, x, out)
+        identity = self.shortcut_from(x, out)
         out = self.conv1(out)
         out = self.conv2(self.act(self.bn2(out)))
         out = self.conv3(self.act(self.bn3(out)))
         return self.drop_path(out) + identity if self.residual else out
-
-    def branch_end(self) -> nn.Module:
-        """The layer whose output is the residual branch F(x)."""
-        return self.conv3
-
-    def lesioned(self, x: torch.Tensor) -> torch.Tensor:
-        """The unit's output with its residual branch deleted: the shortcut alone."""
-        if not self.residual:
-            return _pass_through(self, x)
-        return _preact_shortcut(self.downsample, x, self.act(self.bn1(x)))
-
-    def zero_init_last(self) -> None:
-        """Zero the branch's last conv so the unit starts as the identity."""
-        nn.init.zeros_(self.conv3.weight)
-
-
-class ShapeChange(ValueError):
-    """A plain block that changes the shape cannot be deleted: nothing would carry its input on."""
-
-
-def keeps_shape(block: nn.Module) -> bool:
-    """True when the block's output has its input's shape (no stride, as many channels out as in)."""
-    convs = [m for m in block.modules() if isinstance(m, nn.Conv2d)]
-    return all(c.stride == (1, 1) for c in convs) and convs[0].in_channels == convs[-1].out_channels
-
-
-def deletable(block: nn.Module) -> bool:
-    """Whether the lesion study can delete the block: always with a shortcut, else if it keeps shape."""
-    return bool(getattr(block, "residual", False)) or keeps_shape(block)
-
-
-def _pass_through(block: nn.Module, x: torch.Tensor) -> torch.Tensor:
-    """A deleted plain block: its output is its input, where the shapes allow."""
-    if not keeps_shape(block):
-        raise ShapeChange("this plain block changes the shape; it cannot be deleted")
-    return x
-
-
-def _preact_shortcut(downsample: nn.Module | None, x: torch.Tensor, activated: torch.Tensor) -> torch.Tensor:
-    """A pre-activation unit's shortcut: projections read the activated input (authors' code)."""
-    if downsample is None:
-        return x
-    if isinstance(downsample, PadShortcut):
-        return downsample(x)
-    return downsample(activated)
-
-
-Block = BasicBlock | Bottleneck | PreActBasicBlock | PreActBottleneck

@@ -9,15 +9,20 @@ fixed scale, identity-initialised convs. Here every group ends in an identity sh
 from __future__ import annotations
 
 import itertools
+from typing import Any
 
 import torch
 from torch import nn
+
+from .contract import Network
+from .registry import register_model
 
 WHITENING_KERNEL = 2  # 2x2 patches: 12 dimensions, whitened into 24 channels (each direction, both signs)
 BASE_WIDTHS = (64, 256, 256)
 LOGIT_SCALE = 1 / 9  # a cooler softmax at init, as airbench measured
 WHITENING_EPS = 5e-4
 BN_MOMENTUM = 0.4  # PyTorch's convention (weight of the new batch); airbench's 0.6 kept for the old
+WHITENING_IMAGES = 5000  # training images the whitening stem is fitted to (airbench: 5,000)
 
 
 class Whitening(nn.Conv2d):
@@ -67,15 +72,23 @@ class ConvGroup(nn.Module):
         return x + out if self.residual else out
 
 
-class FastResNet(nn.Module):
-    """Whitening stem, three ConvGroups (64/256/256 channels at width 1), global max pool, linear head."""
+class FastResNet(Network):
+    """Whitening stem, three ConvGroups (64/256/256 channels at width 1), global max pool, linear head.
+
+    Its groups open with a conv and a pool that no shortcut crosses, so they are not
+    ``ResidualUnit``s: ``blocks()`` is empty, and the lesion study and checkpointing pass it by.
+    """
 
     min_input_size = 9  # the 2x2 stem takes one pixel, and three 2x pools must leave one
+    init = "dirac"  # PyTorch's default conv init under an identity on the first channels
+    init_images = WHITENING_IMAGES
 
     def __init__(
         self, num_classes: int = 10, in_channels: int = 3, width: float = 1.0, residual: bool = True
     ) -> None:
         super().__init__()
+        self.residual = residual
+        self.num_classes = num_classes
         widths = [max(1, round(c * width)) for c in BASE_WIDTHS]
         self.whiten = Whitening(in_channels)
         self.act = nn.GELU()
@@ -94,9 +107,15 @@ class FastResNet(nn.Module):
                 nn.init.dirac_(m.weight[: m.in_channels])
 
     def init_from_data(self, images: torch.Tensor) -> None:
-        """Fit the whitening layer to normalised training images (N, C, H, W)."""
+        """Fit the whitening layer to ``init_images`` normalised training images (N, C, H, W)."""
         self.whiten.fit(images)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         x = self.layers(self.act(self.whiten(x)))
         return self.fc(torch.amax(x, dim=(2, 3))) * LOGIT_SCALE
+
+
+@register_model(family="fast", depth=8, twin="fastplain")
+def fastresnet(residual: bool = True, **kw: Any) -> FastResNet:
+    """The fast CIFAR net with an identity shortcut in each group; ``fastplain`` is airbench94's net."""
+    return FastResNet(residual=residual, **kw)

@@ -8,7 +8,7 @@
 - ``dirac``: each convolution starts as the identity on its first channels (as DiracNets and
   the fast CIFAR trainers do), its other filters He-initialised;
 - ``lsuv``: Mishkin & Matas 2015, orthogonal, then each layer's weights rescaled on a batch
-  until its output variance is 1 (``lsuv_``, needs data: the trainer calls it).
+  until its output variance is 1 (``lsuv_``, needs data: the network's ``init_from_data``).
 
 Gains follow the net's activation (``gain_for``). BatchNorm starts at weight 1, bias 0.
 Linear layers keep PyTorch's default unless a scheme (Fixup) says otherwise.
@@ -25,6 +25,7 @@ INITS: tuple[str, ...] = (
     "he_fan_out", "he_fan_in", "xavier", "orthogonal", "delta_orthogonal", "dirac", "lsuv",
 )  # fmt: skip
 LSUV_TOLERANCE, LSUV_TRIES = 0.05, 10
+LSUV_IMAGES = 128  # training images LSUV scales the layers on (Mishkin & Matas used 32-1024)
 
 
 def gain_for(activation: str, slope: float = 0.0) -> float:

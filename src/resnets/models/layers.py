@@ -37,10 +37,15 @@ class ScaledLeakyReLU(nn.Module):
         return f"slope={self.slope:.4f}"
 
 
+def relu() -> nn.Module:
+    """An in-place ReLU: the papers' activation and every block's default ``act_layer``."""
+    return nn.ReLU(inplace=True)
+
+
 def activation_factory(name: str, slope: float = 0.01) -> ActLayer:
     """A maker of the named activation; ``slope`` is leaky_relu's and trelu's negative slope."""
     makers: dict[str, ActLayer] = {
-        "relu": lambda: nn.ReLU(inplace=True),
+        "relu": relu,
         "leaky_relu": lambda: nn.LeakyReLU(slope, inplace=True),
         "elu": lambda: nn.ELU(inplace=True),
         "selu": lambda: nn.SELU(inplace=True),

@@ -1,7 +1,9 @@
 """The networks: CIFAR (3 stages), ImageNet (4 stages) and pre-activation residual nets.
 
 One ``ResNet`` class covers the original-unit families; its attribute names follow
-torchvision (conv1, bn1, layer1..4, fc) so torchvision checkpoints load unchanged.
+torchvision (conv1, bn1, layer1..4, fc) so torchvision checkpoints load unchanged. Both classes
+are ``contract.Network``s built of ``contract.ResidualUnit``s; the named nets are built in
+cifar.py, imagenet.py and preact.py.
 """
 
 from __future__ import annotations
@@ -12,26 +14,18 @@ from typing import Literal
 import torch
 from torch import nn
 
-from .blocks import (
-    Block,
-    Bottleneck,
-    PreActBottleneck,
-    Shortcut,
-)
-from .depth import StochasticDepth, default_segments, drop_probabilities, run_checkpointed
-from .init import initialise
-from .layers import ActLayer, NormLayer, make_norm
+from .blocks import Bottleneck, PreActBottleneck, Shortcut
+from .contract import Network, ResidualUnit
+from .depth import StochasticDepth, drop_probabilities, run_checkpointed
+from .init import LSUV_IMAGES, initialise, lsuv_
+from .layers import ActLayer, NormLayer, make_norm, relu
 from .units import FixupBlock, LongSkipStage
 
 Stem = Literal["cifar", "imagenet"]
-BlockType = type[nn.Module]
+BlockType = type[ResidualUnit]
 
 
-def _relu() -> nn.Module:
-    return nn.ReLU(inplace=True)
-
-
-class ResNet(nn.Module):
+class ResNet(Network):
     """A residual network (or its plain twin) built from stages of identical blocks."""
 
     def __init__(
@@ -50,7 +44,7 @@ class ResNet(nn.Module):
         width_per_group: int = 64,
         drop_path: float = 0.0,
         checkpoint_segments: int | str = 0,
-        act_layer: ActLayer = _relu,
+        act_layer: ActLayer = relu,
         norm_layer: NormLayer = nn.BatchNorm2d,
         drop_rate: float = 0.0,
         long_skip: bool = False,
@@ -60,6 +54,8 @@ class ResNet(nn.Module):
         super().__init__()
         if len(layers) != len(stage_planes):
             raise ValueError("layers and stage_planes must have the same length")
+        if not issubclass(block, ResidualUnit):
+            raise TypeError(f"blocks must be ResidualUnit subclasses, not {block.__name__}")
         self.residual = residual
         self.num_classes = num_classes
         self.init = init
@@ -70,7 +66,7 @@ class ResNet(nn.Module):
         block_kwargs: dict[str, object] = {"shortcut": shortcut, "residual": residual}
         if bottleneck:
             block_kwargs |= {"groups": groups, "width_per_group": width_per_group, "width": width}
-        if act_layer is not _relu or norm_layer is not nn.BatchNorm2d:
+        if act_layer is not relu or norm_layer is not nn.BatchNorm2d:
             block_kwargs |= {"act_layer": act_layer, "norm_layer": norm_layer}
         if drop_rate:
             block_kwargs["drop_rate"] = drop_rate
@@ -93,12 +89,15 @@ class ResNet(nn.Module):
                 block.drop_path = StochasticDepth(p)
         self.set_checkpointing(None if checkpoint_segments == "auto" else int(checkpoint_segments))
 
-    def set_checkpointing(self, segments: int | None) -> None:
-        """Recompute activations in the backward pass in ``segments`` runs of blocks (0: off).
+    @property
+    def init_images(self) -> int:  # type: ignore[override]
+        """LSUV rescales the layers on a batch of training images; other schemes need none."""
+        return LSUV_IMAGES if self.init == "lsuv" else 0
 
-        None picks sqrt(number of blocks). Results are unchanged; memory falls, time rises.
-        """
-        self.checkpoint_segments = default_segments(len(self.blocks())) if segments is None else segments
+    def init_from_data(self, images: torch.Tensor) -> None:
+        """LSUV's pass over a batch (Mishkin & Matas 2015), where the net was built with init='lsuv'."""
+        if self.init == "lsuv":
+            lsuv_(self, images)
 
     def _make_stem(
         self, stem: Stem, in_channels: int, planes: int, act_layer: ActLayer, norm_layer: NormLayer
@@ -123,7 +122,7 @@ class ResNet(nn.Module):
         layers: list[nn.Module] = []
         for i in range(blocks):
             layers.append(block(self.in_planes, planes, stride if i == 0 else 1, **kwargs))
-            self.in_planes = planes * getattr(block, "expansion", 1)
+            self.in_planes = planes * block.expansion
         if self.long_skip:
             return LongSkipStage(*layers, in_planes=in_planes, planes=self.in_planes, stride=stride)
         return nn.Sequential(*layers)
@@ -131,20 +130,23 @@ class ResNet(nn.Module):
     def _init_weights(self, zero_init_residual: bool, scheme: str, gain: float) -> None:
         # Default: He et al. 2015 ("Delving deep") normal init, fan-out as in the authors' Torch code.
         initialise(self, scheme, gain)
-        if zero_init_residual:
-            for m in self.blocks():
-                m.zero_init_last()
         blocks = self.blocks()
-        for b in blocks:
-            if hasattr(b, "post_init"):  # gated and normalisation-free units set their own parts
-                b.post_init(len(blocks))
+        if zero_init_residual:
+            for b in blocks:
+                b.zero_init_last()
+        for b in blocks:  # gated and normalisation-free units set their own parts
+            b.post_init(len(blocks))
         if any(isinstance(b, FixupBlock) for b in blocks):  # Fixup zeroes the classifier too
             nn.init.zeros_(self.fc.weight)
             nn.init.zeros_(self.fc.bias)
 
-    def blocks(self) -> list[Block]:
+    def stages(self) -> list[nn.Sequential]:
+        """The stages layer1, layer2, ... (torchvision's names), input to output."""
+        return [getattr(self, f"layer{i + 1}") for i in range(self.num_stages)]
+
+    def blocks(self) -> list[ResidualUnit]:
         """All residual (or plain) blocks, input to output."""
-        return [b for i in range(self.num_stages) for b in getattr(self, f"layer{i + 1}")]
+        return [b for stage in self.stages() for b in stage]
 
     def stem(self, x: torch.Tensor) -> torch.Tensor:
         """The first convolution (and its BN, activation and pooling)."""
@@ -155,8 +157,8 @@ class ResNet(nn.Module):
         x = self.stem(x)
         if self.checkpoint_segments and self.training and torch.is_grad_enabled():
             return run_checkpointed(self.blocks(), x, self.checkpoint_segments)
-        for i in range(self.num_stages):
-            x = getattr(self, f"layer{i + 1}")(x)
+        for stage in self.stages():
+            x = stage(x)
         return x
 
     def forward_head(self, x: torch.Tensor) -> torch.Tensor:

@@ -1,21 +1,37 @@
-"""Model names: every network of the residual-learning papers and its plain twin."""
+"""The registry of model names: a spec per name, filled by the builders' ``@register_model``.
+
+Each builder (cifar.py, imagenet.py, preact.py, fast.py) is registered at its definition with
+its plain twin beside it, so ``grep -rn plain56 src/`` finds where plain56 is defined. A builder
+takes the network's keyword arguments; ``create_model`` adds the name's registered options,
+checks what the user gave, and turns layer names into what the network takes.
+"""
 
 from __future__ import annotations
 
 import fnmatch
+import functools
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
-
-from torch import nn
+from typing import Any, Literal, TypeVar
 
 from ..errors import ResnetsError, unknown_name
-from .blocks import SHORTCUTS, BasicBlock, Bottleneck, PreActBasicBlock, PreActBottleneck
-from .fast import FastResNet
+from .blocks import SHORTCUTS
+from .contract import Network
 from .init import INITS, gain_for
 from .layers import ACTIVATIONS, NORMS, activation_factory, norm_factory, tat_slope
-from .networks import PreActResNet, ResNet
 from .units import UNITS
+
+Family = Literal["cifar", "imagenet", "preact", "fast"]
+FAMILIES: tuple[str, ...] = ("cifar", "imagenet", "preact", "fast")  # the order of `resnets models`
+CIFAR_INPUT = (3, 32, 32)
+IMAGENET_INPUT = (3, 224, 224)
+# Each family's input size and classes, as its paper trains it.
+_FAMILY_DATA: dict[str, tuple[tuple[int, int, int], int]] = {
+    "cifar": (CIFAR_INPUT, 10),
+    "imagenet": (IMAGENET_INPUT, 1000),
+    "preact": (CIFAR_INPUT, 10),
+    "fast": (CIFAR_INPUT, 10),
+}
 
 
 @dataclass(frozen=True)
@@ -29,14 +45,35 @@ class ModelSpec:
     twin: str
     input_size: tuple[int, int, int]
     num_classes: int
-    build: Callable[..., nn.Module]
+    build: Callable[..., Network]
     options: dict[str, Any] = field(default_factory=dict)
 
 
 _REGISTRY: dict[str, ModelSpec] = {}
+Builder = TypeVar("Builder", bound=Callable[..., Network])
 
-CIFAR_INPUT = (3, 32, 32)
-IMAGENET_INPUT = (3, 224, 224)
+
+def register_model(
+    *, family: Family, depth: int, twin: str, options: dict[str, Any] | None = None
+) -> Callable[[Builder], Builder]:
+    """Register the decorated builder under its own name, and its plain twin ``twin`` (residual=False).
+
+    ``depth`` is the paper's depth; ``options`` are the defaults ``create_model`` passes to both.
+    """
+
+    def register(build: Builder) -> Builder:
+        input_size, classes = _FAMILY_DATA[family]
+        for name, other, residual in ((build.__name__, twin, True), (twin, build.__name__, False)):
+            if name in _REGISTRY:
+                raise ValueError(f"model {name!r} is registered twice")
+            _REGISTRY[name] = ModelSpec(
+                name, family, depth, residual, other, input_size, classes,
+                functools.partial(build, residual=residual), dict(options or {}),
+            )  # fmt: skip
+        return build
+
+    return register
+
 
 # Options a user may pass to create_model, with the families that accept them.
 _OPTIONS = {
@@ -63,91 +100,6 @@ _NORM_FREE_UNITS = ("fixup", "skipinit", "rezero")  # shortcut units that replac
 _GATED_UNITS = ("highway",)  # skip connections short of an identity: built on plain nets
 
 
-def _cifar(n: int, residual: bool, block: type[nn.Module] = BasicBlock, **kw: Any) -> ResNet:
-    return ResNet(block, [n] * 3, [16, 32, 64], stem="cifar", residual=residual, **kw)
-
-
-def _imagenet(block: type, layers: list[int], residual: bool, **kw: Any) -> ResNet:
-    return ResNet(block, layers, [64, 128, 256, 512], stem="imagenet", residual=residual, **kw)
-
-
-def _preact(block: type, n: int, residual: bool, **kw: Any) -> PreActResNet:
-    return PreActResNet(block, [n] * 3, [16, 32, 64], stem="cifar", residual=residual, **kw)
-
-
-def _register_pair(
-    residual_name: str,
-    plain_name: str,
-    family: str,
-    depth: int,
-    build: Callable[..., nn.Module],
-    options: dict[str, Any],
-) -> None:
-    input_size, classes = (IMAGENET_INPUT, 1000) if family == "imagenet" else (CIFAR_INPUT, 10)
-    for name, twin, residual in (
-        (residual_name, plain_name, True),
-        (plain_name, residual_name, False),
-    ):
-        _REGISTRY[name] = ModelSpec(
-            name, family, depth, residual, twin, input_size, classes,
-            lambda residual=residual, **kw: build(residual=residual, **kw), dict(options),
-        )  # fmt: skip
-
-
-def _register_all() -> None:
-    # He et al. 2015, Sec. 4.2: 6n+2 layers, option A shortcuts on CIFAR.
-    for n in (3, 5, 7, 9, 18, 200):
-        d = 6 * n + 2
-        _register_pair(
-            f"resnet{d}", f"plain{d}", "cifar", d,
-            lambda n=n, **kw: _cifar(n, **kw), {"shortcut": "A"},
-        )  # fmt: skip
-    # He et al. 2015, Table 1: ImageNet nets; option B shortcuts as in torchvision.
-    imagenet = {
-        18: (BasicBlock, [2, 2, 2, 2]),
-        34: (BasicBlock, [3, 4, 6, 3]),
-        50: (Bottleneck, [3, 4, 6, 3]),
-        101: (Bottleneck, [3, 4, 23, 3]),
-        152: (Bottleneck, [3, 8, 36, 3]),
-    }
-    for d, (block, layers) in imagenet.items():
-        _register_pair(
-            f"resnet{d}", f"plain{d}", "imagenet", d,
-            lambda block=block, layers=layers, **kw: _imagenet(block, layers, **kw),
-            {"shortcut": "B"},
-        )  # fmt: skip
-    # Wide ResNet and ResNeXt under torchvision's names: options on the bottleneck nets.
-    variants = {
-        "wide_resnet50_2": ("wide_plain50_2", 50, {"width": 2.0}),
-        "wide_resnet101_2": ("wide_plain101_2", 101, {"width": 2.0}),
-        "resnext50_32x4d": ("plainnext50_32x4d", 50, {"groups": 32, "width_per_group": 4}),
-        "resnext101_32x8d": ("plainnext101_32x8d", 101, {"groups": 32, "width_per_group": 8}),
-        "resnext101_64x4d": ("plainnext101_64x4d", 101, {"groups": 64, "width_per_group": 4}),
-    }
-    for name, (plain, d, opts) in variants.items():
-        block, layers = imagenet[d]
-        _register_pair(
-            name, plain, "imagenet", d,
-            lambda block=block, layers=layers, **kw: _imagenet(block, layers, **kw),
-            {"shortcut": "B", **opts},
-        )  # fmt: skip
-    # He et al. 2016: pre-activation units; projection shortcuts as in the authors' code.
-    for d, block, n in (
-        (110, PreActBasicBlock, 18),
-        (164, PreActBottleneck, 18),
-        (1001, PreActBottleneck, 111),
-    ):
-        _register_pair(
-            f"preact_resnet{d}", f"preact_plain{d}", "preact", d,
-            lambda block=block, n=n, **kw: _preact(block, n, **kw), {"shortcut": "B"},
-        )  # fmt: skip
-    # A net shaped for fast CIFAR training (models/fast.py): whitening stem, 6 convs, linear head.
-    _register_pair("fastresnet", "fastplain", "fast", 8, FastResNet, {})
-
-
-_register_all()
-
-
 def list_models(pattern: str | None = None) -> list[str]:
     """Registered model names, optionally filtered by a shell-style pattern such as 'plain*'."""
     names = sorted(_REGISTRY, key=_sort_key)
@@ -158,7 +110,7 @@ def list_models(pattern: str | None = None) -> list[str]:
 
 def _sort_key(name: str) -> tuple[int, bool, bool, int, str]:
     spec = _REGISTRY[name]
-    order = {"cifar": 0, "imagenet": 1, "preact": 2, "fast": 3}[spec.family]
+    order = FAMILIES.index(spec.family)
     variant = any(k in spec.options for k in ("width", "groups"))
     return (order, not spec.residual, variant, spec.depth, name)
 
@@ -176,7 +128,7 @@ def twin_of(name: str) -> str:
     return get_spec(name).twin
 
 
-def create_model(name: str, num_classes: int | None = None, **options: Any) -> nn.Module:
+def create_model(name: str, num_classes: int | None = None, **options: Any) -> Network:
     """Build a registered network with He initialisation; options: see ``resnets models``."""
     spec = get_spec(name)
     opts = {**spec.options, **options}

@@ -10,7 +10,8 @@
   each residual branch.
 - ``ReZeroBlock`` (Bachlechner et al. 2020): x + alpha * F(x), alpha = 0, nothing after the add.
 
-All take a basic block's arguments, so a network builds them in its place.
+All take a basic block's arguments, so a network builds them in its place, and all are
+``contract.ResidualUnit``s, so the lesion study and the diagnostics treat them as any block.
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ import torch
 from torch import nn
 
 from .blocks import PadShortcut, Shortcut, conv3x3, make_shortcut
+from .contract import ResidualUnit
 from .layers import ActLayer, NormLayer, make_norm
 
 # Highway gates start biased to carry: sigmoid(-2) = 0.12 of the transform, 0.88 of the input.
@@ -52,28 +54,21 @@ def _carry(in_planes: int, planes: int, stride: int) -> nn.Module:
     return PadShortcut(in_planes, planes, stride) if stride != 1 or in_planes != planes else nn.Identity()
 
 
-class _UnitBase(nn.Module):
-    """What the networks and the lesion study ask of every block."""
+class _RemedyUnit(ResidualUnit):
+    """A unit that always has its skip (``residual`` whatever the net asks) and sets its own init.
 
-    residual = True
-
-    def shortcut(self, x: torch.Tensor) -> torch.Tensor:
-        """The skip path alone."""
-        return self.downsample(x) if self.downsample is not None else x
-
-    def lesioned(self, x: torch.Tensor) -> torch.Tensor:
-        """The block's output with its branch deleted."""
-        return self.act(self.shortcut(x))
+    Stochastic depth is offered on the basic units only, so ``drop_path`` stays an identity here.
+    """
 
     def zero_init_last(self) -> None:
-        """These units start with their branches at zero already."""
-
-    def post_init(self, blocks: int) -> None:
-        """The unit's own initialisation, after the network's scheme (``blocks``: how many there are)."""
+        """These units start with their branches at zero (or gated off) already."""
 
 
-class HighwayBlock(_UnitBase):
+class HighwayBlock(_RemedyUnit):
     """Two 3x3 convolutions H, gated against the input by T = sigmoid(conv3x3(x) + b), b < 0."""
+
+    last_layer = "bn2"  # the last layer of the transform H
+    act_after_add = False  # without its transform, a highway block carries its input
 
     def __init__(
         self, in_planes: int, planes: int, stride: int = 1, shortcut: Shortcut = "A", residual: bool = True,
@@ -88,6 +83,7 @@ class HighwayBlock(_UnitBase):
         self.bn2 = make_norm(norm_layer, planes)
         self.gate = conv3x3(in_planes, planes, stride, bias=True)
         self.downsample = _carry(in_planes, planes, stride)
+        self.drop_path = nn.Identity()
 
     def transform(self, x: torch.Tensor) -> torch.Tensor:
         """H(x): the block's layers, activation included (a highway layer's nonlinear transform)."""
@@ -97,21 +93,15 @@ class HighwayBlock(_UnitBase):
         t = torch.sigmoid(self.gate(x))
         return t * self.transform(x) + (1.0 - t) * self.shortcut(x)
 
-    def branch_end(self) -> nn.Module:
-        """The last layer of the transform H."""
-        return self.bn2
-
-    def lesioned(self, x: torch.Tensor) -> torch.Tensor:
-        """Without its transform, a highway block carries its input."""
-        return self.shortcut(x)
-
     def post_init(self, blocks: int) -> None:
         """The gate's bias starts negative: the block starts by mostly carrying its input."""
         nn.init.constant_(self.gate.bias, HIGHWAY_GATE_BIAS)
 
 
-class FixupBlock(_UnitBase):
+class FixupBlock(_RemedyUnit):
     """Fixup's basic block: bias, conv, bias, act, bias, conv, scale, bias; plus the shortcut."""
+
+    last_layer = "bias2b"
 
     def __init__(
         self, in_planes: int, planes: int, stride: int = 1, shortcut: Shortcut = "A", residual: bool = True,
@@ -124,16 +114,13 @@ class FixupBlock(_UnitBase):
         self.conv2 = conv3x3(planes, planes)
         self.scale = Scale(1.0)
         self.downsample = make_shortcut(shortcut, in_planes, planes, stride, norm=None)
+        self.drop_path = nn.Identity()
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         shifted = self.bias1a(x)
         out = self.act(self.bias1b(self.conv1(shifted)))
         out = self.bias2b(self.scale(self.conv2(self.bias2a(out))))
         return self.act(out + self.shortcut(shifted))
-
-    def branch_end(self) -> nn.Module:
-        """The branch ends in its last scalar bias."""
-        return self.bias2b
 
     def post_init(self, blocks: int) -> None:
         """Scale conv1 by L^(-1/2) (m = 2 layers per branch) and zero conv2 (Fixup, Sec. 3)."""
@@ -146,8 +133,10 @@ class FixupBlock(_UnitBase):
             nn.init.kaiming_normal_(self.downsample[0].weight, mode="fan_in", nonlinearity="linear")
 
 
-class SkipInitBlock(_UnitBase):
+class SkipInitBlock(_RemedyUnit):
     """A basic block without BN whose branch ends in a learnable scalar started at 0."""
+
+    last_layer = "skip_gain"
 
     def __init__(
         self, in_planes: int, planes: int, stride: int = 1, shortcut: Shortcut = "A", residual: bool = True,
@@ -159,25 +148,20 @@ class SkipInitBlock(_UnitBase):
         self.conv2 = conv3x3(planes, planes, bias=True)
         self.skip_gain = Scale(0.0)
         self.downsample = make_shortcut(shortcut, in_planes, planes, stride, norm=None)
+        self.drop_path = nn.Identity()
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         out = self.skip_gain(self.conv2(self.act(self.conv1(x))))
         return self.act(out + self.shortcut(x))
 
-    def branch_end(self) -> nn.Module:
-        """The scalar that ends the branch."""
-        return self.skip_gain
-
 
 class ReZeroBlock(SkipInitBlock):
     """x + alpha * F(x) with alpha = 0 and no activation after the sum: a pure identity path."""
 
+    act_after_add = False
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.shortcut(x) + self.skip_gain(self.conv2(self.act(self.conv1(x))))
-
-    def lesioned(self, x: torch.Tensor) -> torch.Tensor:
-        """Without its branch a ReZero block is its shortcut."""
-        return self.shortcut(x)
 
 
 class LongSkipStage(nn.Sequential):
@@ -192,7 +176,7 @@ class LongSkipStage(nn.Sequential):
         return super().forward(x) + self.__dict__["skip"](x)
 
 
-UNITS: dict[str, type[nn.Module]] = {
+UNITS: dict[str, type[ResidualUnit]] = {
     "highway": HighwayBlock,
     "fixup": FixupBlock,
     "skipinit": SkipInitBlock,

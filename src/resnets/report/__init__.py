@@ -1,5 +1,10 @@
-"""The study's report: figures, verdict, Markdown and self-contained HTML."""
+"""The studies' reports: for the depth study and the remedies study, figures, verdict, Markdown and HTML.
 
-from .document import write_report
+Each study has its document (``degradation``, ``remedies``), its figures (``*_figures``) and its
+verdict (``*_verdict``); ``page`` writes any document and ``plotting`` holds what the figures share.
+"""
 
-__all__ = ["write_report"]
+from .degradation import write_report
+from .remedies import write_remedies_report
+
+__all__ = ["write_remedies_report", "write_report"]

@@ -1,13 +1,17 @@
-"""The pieces every report shares: one self-contained HTML page, Markdown tables, inline images."""
+"""What every report shares: the document, written as Markdown, one self-contained HTML page and JSON."""
 
 from __future__ import annotations
 
 import base64
 import html
+import json
 import re
 from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+
+from ..io import atomic_write_text
 
 STYLE = """
 body { font: 15px/1.5 system-ui, sans-serif; max-width: 1100px; margin: 2em auto; padding: 0 1em; }
@@ -21,6 +25,28 @@ tr.group td { background: #f7f7f7; font-weight: 600; text-align: left; }
 img { max-width: 100%; } .cap { color: #555; font-size: .9em; } .verdict li { margin: .4em 0; }
 code, pre { background: #f5f5f5; padding: .2em .4em; }
 """
+
+
+@dataclass
+class Document:
+    """A study's report before it is written: its words, its results table and its figures."""
+
+    title: str
+    intro: list[str]  # paragraphs; empty ones are left out
+    command: str  # the command line that made the study, shown as code; "" for none
+    findings: list[str]  # the verdict, one Markdown line each
+    header: list[str]
+    rows: list[list[str]]
+    classes: list[str]  # each row's style: plain, residual, failed or group
+    table_note: str
+    figures: dict[str, Path]  # by key, in the report's order
+    titles: dict[str, str]  # a title and a caption for each figure key
+    captions: dict[str, str]
+    page_title: str = ""  # the HTML page's title where it says more than the Markdown's
+
+    def sections(self) -> list[tuple[str, Path, str]]:
+        """(title, PNG, caption) of every figure, in order."""
+        return [(self.titles[k], path, self.captions[k]) for k, path in self.figures.items()]
 
 
 def sgd_recipe(cfg: Any) -> str:
@@ -59,24 +85,43 @@ def image(path: Path) -> str:
     return f'<img alt="{html.escape(path.stem)}" src="data:image/png;base64,{data}">'
 
 
-def html_page(
-    title: str, intro: Sequence[str], command: str, findings: Sequence[str], table: str, table_note: str,
-    figures: Sequence[tuple[str, Path, str]],
-) -> str:  # fmt: skip
+def html_page(doc: Document) -> str:
     """The whole report page: title, intro, command, verdict, results table, figures with captions."""
-    paragraphs = "".join(f"<p>{md_inline(p)}</p>" for p in intro if p)
+    paragraphs = "".join(f"<p>{md_inline(p)}</p>" for p in doc.intro if p)
     sections = "".join(
         f"<section><h2>{html.escape(t)}</h2>{image(p)}<p class=cap>{html.escape(c)}</p></section>"
-        for t, p, c in figures
+        for t, p, c in doc.sections()
     )
+    title = doc.page_title or doc.title
     return f"""<!doctype html>
 <html lang="en"><head><meta charset="utf-8"><title>resnets: {html.escape(title)}</title>
 <style>{STYLE}</style></head><body>
 <h1>{html.escape(title)}</h1>
 {paragraphs}
-{f"<pre>{html.escape(command)}</pre>" if command else ""}
-<h2>Verdict</h2><ul class="verdict">{"".join(f"<li>{md_inline(x)}</li>" for x in findings)}</ul>
-<h2>Results</h2>{table}<p class=cap>{html.escape(table_note)}</p>
+{f"<pre>{html.escape(doc.command)}</pre>" if doc.command else ""}
+<h2>Verdict</h2><ul class="verdict">{"".join(f"<li>{md_inline(x)}</li>" for x in doc.findings)}</ul>
+<h2>Results</h2>{html_table(doc.header, doc.rows, doc.classes)}<p class=cap>{html.escape(doc.table_note)}</p>
 {sections}
 </body></html>
 """
+
+
+def markdown(doc: Document) -> str:
+    """The report as Markdown, its figures linked from the figures/ folder beside it."""
+    md = [f"# {doc.title}", ""] + [line for p in doc.intro if p for line in (p, "")]
+    if doc.command:
+        md += ["```", doc.command, "```", ""]
+    md += ["## Verdict", ""] + [f"- {line}" for line in doc.findings] + ["", "## Results", ""]
+    md += [*markdown_table(doc.header, doc.rows), "", doc.table_note, ""]
+    for title, path, caption in doc.sections():
+        md += [f"## {title}", "", f"![{title}](figures/{path.name})", "", caption, ""]
+    return "\n".join(md)
+
+
+def write_documents(out: Path, doc: Document, summary: list[dict[str, Any]]) -> dict[str, Path]:
+    """summary.json, report.md and report.html in ``out``; their paths and the figures', by key."""
+    atomic_write_text(out / "summary.json", json.dumps(summary, indent=2) + "\n")
+    atomic_write_text(out / "report.md", markdown(doc))
+    atomic_write_text(out / "report.html", html_page(doc))
+    return {"html": out / "report.html", "markdown": out / "report.md", "summary": out / "summary.json",
+            **doc.figures}  # fmt: skip

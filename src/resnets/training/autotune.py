@@ -25,6 +25,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..io import atomic_write_text
+from ..models import Network
 from . import distributed
 from .config import TrainConfig
 from .precision import autocast
@@ -162,13 +163,11 @@ def _save_cache(key: str, trial: Trial) -> None:
 
 
 def tune(
-    cfg: TrainConfig, model: nn.Module, shape, classes: int, micro_batch: int, steps: int, device
+    cfg: TrainConfig, model: Network, shape, classes: int, micro_batch: int, steps: int, device
 ) -> tuple[FastPath, dict[str, Any]]:
     """The fast path for a run of ``steps`` micro-batches, and what config.json records of the choice."""
     wants_trial = cfg.precision == "auto" or cfg.channels_last is None
-    compile_auto = (
-        cfg.compile is None and cfg.grad_every is None and not getattr(model, "checkpoint_segments", 0)
-    )
+    compile_auto = cfg.compile is None and cfg.grad_every is None and not model.checkpoint_segments
     compile_auto = compile_auto and (device.type == "cuda" or has_compiler())
     if not wants_trial and not compile_auto:
         return FastPath(cfg.precision, bool(cfg.channels_last), bool(cfg.compile)), {"trial": None}
@@ -244,6 +243,7 @@ def choose_fast_path(
             if ctx.main
             else [0, 0, 0]
         )
-        code, layout, compile_ = (int(v) for v in distributed.all_sum(mine, ctx))
+        summed = distributed.all_sum(torch.tensor(mine, dtype=torch.float64, device=ctx.device), ctx)
+        code, layout, compile_ = (int(v) for v in summed.tolist())
         fast = FastPath(PRECISION_CODES[code], bool(layout), bool(compile_))
     return fast, record

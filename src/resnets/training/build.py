@@ -11,8 +11,7 @@ from torch import nn
 
 from ..data import Dataset, StreamedDataset
 from ..errors import ResnetsError
-from ..models import create_model
-from ..models.init import lsuv_
+from ..models import Network, create_model
 from ..models.interop import load_pretrained
 from . import distributed
 from .config import TrainConfig
@@ -20,29 +19,30 @@ from .loaders import first_batch
 from .memory import CheckpointingChoice, choose_checkpointing, keep_freed_blocks, map_checkpointed_activations
 from .step import FastPath
 
-LSUV_BATCH = 128  # training images LSUV scales the layers on (Mishkin & Matas used 32-1024)
-WHITENING_IMAGES = 5000  # training images a whitening stem is fitted to (airbench: 5,000)
 
-
-def build_model(cfg: TrainConfig, data: Dataset | StreamedDataset) -> nn.Module:
-    """The config's model, sized for the dataset's channels and classes, seeded."""
-    torch.manual_seed(cfg.seed)
-    options = {"in_channels": data.image_shape[0], **cfg.model_options}
-    model = create_model(cfg.model, num_classes=data.num_classes, **options)
-    smallest = getattr(model, "min_input_size", 1)
-    if min(data.image_shape[1:]) < smallest:
-        size = "x".join(map(str, data.image_shape[1:]))
-        raise ResnetsError(
-            f"{cfg.model} needs images of at least {smallest}x{smallest} pixels; {cfg.dataset}'s are {size}"
-        )
-    if getattr(model, "init", None) == "lsuv":  # LSUV rescales each layer on a batch of training images
-        lsuv_(model, first_batch(data, LSUV_BATCH))
-    if hasattr(model, "init_from_data"):  # a data-dependent first layer (models/fast.py's whitening)
-        model.init_from_data(first_batch(data, min(WHITENING_IMAGES, len(data.train))))
+def build_model(cfg: TrainConfig, data: Dataset | StreamedDataset) -> Network:
+    """The config's model, sized for the dataset's channels and classes, seeded, fitted to the data."""
+    model = seeded_model(cfg, data.num_classes, tuple(data.image_shape))
+    if model.init_images:  # LSUV's layer scales, a whitening stem: fitted to the first training images
+        model.init_from_data(first_batch(data, min(model.init_images, len(data.train))))
     return model
 
 
-@dataclass
+def seeded_model(cfg: TrainConfig, num_classes: int, image_shape: tuple[int, ...]) -> Network:
+    """The config's model for these classes and (C, H, W) images, seeded; nothing fitted to data yet."""
+    torch.manual_seed(cfg.seed)
+    options = {"in_channels": image_shape[0], **cfg.model_options}
+    model = create_model(cfg.model, num_classes=num_classes, **options)
+    smallest = model.min_input_size
+    if min(image_shape[1:]) < smallest:
+        size = "x".join(map(str, image_shape[1:]))
+        raise ResnetsError(
+            f"{cfg.model} needs images of at least {smallest}x{smallest} pixels; {cfg.dataset}'s are {size}"
+        )
+    return model
+
+
+@dataclass(frozen=True)
 class Memory:
     """How the model's activations are kept: checkpointing and where the CPU allocates them."""
 
@@ -50,16 +50,16 @@ class Memory:
     mmap_threshold: int | None
     heap_kept: bool = False  # freed CPU memory kept for the next step (memory.keep_freed_blocks)
 
-    def record(self, model: nn.Module) -> dict:
+    def record(self, model: Network) -> dict:
         """config.json's "checkpointing" entry."""
         mib = self.mmap_threshold / 2**20 if self.mmap_threshold else None
-        return {"segments": getattr(model, "checkpoint_segments", 0), "auto": self.checkpointing.auto,
+        return {"segments": model.checkpoint_segments, "auto": self.checkpointing.auto,
                 "activation_gib": self.checkpointing.estimate_gib, "mmap_threshold_mib": mib,
                 "heap_kept": self.heap_kept}  # fmt: skip
 
 
 def choose_checkpointing_for(
-    model: nn.Module, cfg: TrainConfig, shape: tuple[int, int, int], micro_batch: int, device: torch.device,
+    model: Network, cfg: TrainConfig, shape: tuple[int, int, int], micro_batch: int, device: torch.device,
     announce: bool,
 ) -> CheckpointingChoice:  # fmt: skip
     """Checkpoint very deep nets where their activations would not fit (resnet1202 at batch 128: 8 GB)."""
@@ -73,18 +73,18 @@ def choose_checkpointing_for(
 
 
 def fit_in_memory(
-    model: nn.Module, cfg: TrainConfig, ckpt: CheckpointingChoice, shape: tuple[int, int, int],
+    model: Network, cfg: TrainConfig, ckpt: CheckpointingChoice, shape: tuple[int, int, int],
     micro_batch: int, fast: FastPath, device: torch.device,
 ) -> tuple[Memory, FastPath]:  # fmt: skip
     """Eager training for checkpointed nets, glibc told to map their large activations, others' kept."""
-    if getattr(model, "checkpoint_segments", 0) and fast.compile:
+    if model.checkpoint_segments and fast.compile:
         # torch.compile cannot trace the checkpoint's recompute context (which keeps BN
         # statistics from being updated twice): a checkpointed run trains eagerly.
         if cfg.compile:
             raise ResnetsError("--compile cannot be combined with activation checkpointing; use --no-compile")
         fast = dataclasses.replace(fast, compile=False)
     mapped = map_checkpointed_activations(model, shape, micro_batch, fast.precision, device)
-    kept = device.type == "cpu" and mapped is None and not getattr(model, "checkpoint_segments", 0)
+    kept = device.type == "cpu" and mapped is None and not model.checkpoint_segments
     return Memory(ckpt, mapped, kept and keep_freed_blocks()), fast
 
 

@@ -55,13 +55,11 @@ def setup(device: torch.device) -> Context:
     return Context(rank=rank, world=world, device=device)
 
 
-def all_sum(values: list[float], ctx: Context) -> list[float]:
-    """Sum a few numbers over all ranks (identity for one process)."""
-    if not ctx.distributed:
-        return values
-    t = torch.tensor(values, dtype=torch.float64, device=ctx.device)
-    dist.all_reduce(t)
-    return t.tolist()
+def all_sum(values: torch.Tensor, ctx: Context) -> torch.Tensor:
+    """Sum a tensor over all ranks, in place on its device (itself for one process)."""
+    if ctx.distributed:
+        dist.all_reduce(values)
+    return values
 
 
 def barrier(ctx: Context) -> None:

@@ -47,6 +47,8 @@ class Lookahead:
         """For the checkpoint: the slow weights, or None before the first pull."""
         return {"slow": self.slow}
 
-    def load_state_dict(self, state: dict[str, list[torch.Tensor] | None]) -> None:
-        """Restore from a checkpoint."""
-        self.slow = None if state["slow"] is None else [t.clone() for t in state["slow"]]
+    def load_state_dict(
+        self, state: dict[str, list[torch.Tensor] | None], device: torch.device | str | None = None
+    ) -> None:
+        """Restore from a checkpoint, onto the model's ``device`` (default: where the tensors are)."""
+        self.slow = None if state["slow"] is None else [t.to(device).clone() for t in state["slow"]]

@@ -10,6 +10,8 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
+from ..models import Network
+
 # Turn checkpointing on by itself when the activations would take more than this share of the
 # memory free at the start: the rest is weights, optimizer state, the dataset and the allocator.
 AUTO_SHARE = 0.5
@@ -160,10 +162,10 @@ def choose_checkpointing(
 
 
 def map_checkpointed_activations(
-    model: nn.Module, image_shape: tuple[int, ...], batch: int, precision: str, device: torch.device
+    model: Network, image_shape: tuple[int, ...], batch: int, precision: str, device: torch.device
 ) -> int | None:
     """On the CPU, a checkpointed model's largest activations come from mmap (``map_large_blocks``)."""
-    if device.type != "cpu" or not getattr(model, "checkpoint_segments", 0):
+    if device.type != "cpu" or not model.checkpoint_segments:
         return None
     element = 2 if precision in ("bf16", "fp16") else 4
     return map_large_blocks(largest_activation_bytes(model, image_shape, batch, element))

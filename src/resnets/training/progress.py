@@ -6,6 +6,8 @@ import sys
 import time
 from typing import TextIO
 
+LIVE_REFRESH_S = 1.0  # a live bar's figures are renewed at most this often: each renewal waits for the GPU
+
 
 def _clock(seconds: float) -> str:
     seconds = max(0, int(seconds))
@@ -32,7 +34,7 @@ class Progress:
         self.steps_per_epoch = steps_per_epoch
         self.t0 = time.perf_counter()
         self.every = max(1, (total - start) // lines)
-        self.last_line = self.t0
+        self.last_line = self.last_figures = self.t0
         self._bar = None
         if enabled and self.stream.isatty():
             from rich.progress import BarColumn, MofNCompleteColumn, TextColumn, TimeRemainingColumn
@@ -50,10 +52,25 @@ class Progress:
         done = step - self.start
         return (time.perf_counter() - self.t0) / done * (self.total - step) if done else float("nan")
 
+    def due(self, step: int) -> bool:
+        """Whether ``update`` at ``step`` would show new figures: a caller reads them back only then."""
+        if not self.enabled:
+            return False
+        now = time.perf_counter()
+        if self._bar is not None:
+            return step == self.total or now - self.last_figures >= LIVE_REFRESH_S
+        return step == self.total or (step - self.start) % self.every == 0 or now - self.last_line > 60
+
+    def advance(self, step: int) -> None:
+        """Move a live bar to ``step``, keeping the figures it shows (plain lines wait for ``due``)."""
+        if self._bar is not None:
+            self._bar.update(self._task, completed=step)
+
     def update(self, step: int, loss: float, images_per_s: float) -> None:
         """Show the state after ``step`` steps."""
         if not self.enabled:
             return
+        self.last_figures = time.perf_counter()
         stats = f"loss {loss:.4f}  {images_per_s:,.0f} img/s"
         if self.steps_per_epoch:
             spe = self.steps_per_epoch

@@ -41,6 +41,17 @@ def read_resolved(run_dir: Path) -> dict[str, Any] | None:
     return resolved if isinstance(resolved, dict) else None
 
 
+def last_metrics(run_dir: Path, step: int) -> dict[str, Any]:
+    """metrics.jsonl's last record where it is of ``step`` (a finished run's result), else {}."""
+    path = run_dir / METRICS_FILE
+    lines = [x for x in path.read_text(errors="replace").splitlines() if x.strip()] if path.exists() else []
+    try:
+        record = json.loads(lines[-1]) if lines else {}
+    except json.JSONDecodeError:
+        return {}
+    return record if isinstance(record, dict) and record.get("step") == step else {}
+
+
 def rewrite_log(path: Path, up_to_step: int) -> None:
     """Keep the log lines a resumed run has already produced (a kill may cut a line)."""
     if not path.exists():

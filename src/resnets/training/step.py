@@ -62,9 +62,13 @@ def make_optimizer(model: nn.Module, cfg: TrainConfig, device: torch.device) -> 
 def forward_backward(
     forward: nn.Module, x: torch.Tensor, y: torch.Tensor, accumulate: int, label_smoothing: float,
     precision: str, scaler: torch.amp.GradScaler, device: torch.device,
-) -> tuple[float, int]:  # fmt: skip
-    """Gradients of the batch's mean loss, a micro-batch at a time; returns (loss sum, errors)."""
-    loss_sum, wrong = 0.0, 0
+) -> tuple[torch.Tensor, torch.Tensor]:  # fmt: skip
+    """Gradients of the batch's mean loss, a micro-batch at a time; returns (loss sum, errors) on the device.
+
+    Nothing is read back to the host here: the caller decides when to wait for the device.
+    """
+    loss_sum = torch.zeros((), dtype=torch.float64, device=x.device)  # float64: the host's running sum
+    wrong = torch.zeros((), dtype=torch.int64, device=x.device)
     chunks = list(zip(x.chunk(accumulate), y.chunk(accumulate), strict=True))
     for i, (xc, yc) in enumerate(chunks):
         # Under DDP, gradients are all-reduced once, on the last micro-batch.
@@ -75,8 +79,8 @@ def forward_backward(
                 logits = forward(xc)
             loss = F.cross_entropy(logits.float(), yc, label_smoothing=label_smoothing)
             scaler.scale(loss if len(chunks) == 1 else loss * (len(yc) / len(y))).backward()
-        loss_sum += loss.item() * len(yc)
-        wrong += int((logits.argmax(1) != yc).sum())
+        loss_sum += loss.detach().double() * len(yc)
+        wrong += (logits.argmax(1) != yc).sum()
     return loss_sum, wrong
 
 

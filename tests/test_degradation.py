@@ -20,7 +20,7 @@ from resnets.errors import ResnetsError
 from resnets.experiments import ModelResult, StudyConfig, run_study
 from resnets.io import exclusive
 from resnets.report import write_report
-from resnets.report.verdict import verdict
+from resnets.report.degradation_verdict import verdict
 
 PNG = b"\x89PNG\r\n\x1a\n"
 
@@ -33,6 +33,7 @@ def tiny_study(tmp_path_factory: pytest.TempPathFactory) -> tuple[StudyConfig, l
     return cfg, results, write_report(results, cfg, "resnets degradation --depths 20 32")
 
 
+@pytest.mark.slow
 def test_study_trains_every_model_with_one_recipe(tiny_study) -> None:
     cfg, results, _ = tiny_study
     assert [(r.model, r.residual) for r in results] == [
@@ -50,6 +51,7 @@ def test_study_trains_every_model_with_one_recipe(tiny_study) -> None:
         assert 0 <= r.train_error <= 1 and 0 <= r.test_error <= 1
 
 
+@pytest.mark.slow
 def test_summary_json_contract(tiny_study) -> None:
     _, results, paths = tiny_study
     summary = json.loads(paths["summary"].read_text())
@@ -59,6 +61,7 @@ def test_summary_json_contract(tiny_study) -> None:
         assert isinstance(s["residual"], bool) and 0 <= s["train_error"] <= 1
 
 
+@pytest.mark.slow
 def test_html_report_is_self_contained_with_every_plot(tiny_study) -> None:
     _, results, paths = tiny_study
     page = paths["html"].read_text()
@@ -76,6 +79,7 @@ def test_html_report_is_self_contained_with_every_plot(tiny_study) -> None:
         assert (paths["html"].parent / "figures" / name).read_bytes().startswith(PNG)
 
 
+@pytest.mark.slow
 def test_study_resumes_without_retraining(tiny_study) -> None:
     cfg, results, _ = tiny_study
     out = Path(cfg.out)
@@ -125,6 +129,20 @@ def test_verdict_names_vanishing_and_exploding_gradients_from_the_convs() -> Non
     assert "they vanish" in vanish and "77000x spread" in vanish
 
 
+def test_cli_defaults_are_the_configs_and_the_shared_recipes() -> None:
+    from resnets.cli import build_parser
+    from resnets.experiments import RECIPE
+
+    cfg = StudyConfig()
+    for argv in (["degradation"], ["diagnose", "--model", "resnet20"]):
+        args = build_parser().parse_args(argv)
+        for name, value in dataclasses.asdict(RECIPE).items():
+            assert getattr(args, name, value) == getattr(cfg, name) == value, name  # diagnose has no --epochs
+    args = build_parser().parse_args(["degradation"])
+    assert (args.depths, args.family, args.out, args.device) == (cfg.depths, cfg.family, cfg.out, cfg.device)
+
+
+@pytest.mark.slow
 def test_degradation_cli_rejects_bad_depths(tmp_path: Path) -> None:
     assert_clean_error(
         run_cli("degradation", "--depths", "21", "--out", str(tmp_path)), "unknown model 'resnet21'"
@@ -132,6 +150,7 @@ def test_degradation_cli_rejects_bad_depths(tmp_path: Path) -> None:
     assert_clean_error(run_cli("degradation", "--depths", "20", "20", "--out", str(tmp_path)), "repeat")
 
 
+@pytest.mark.slow
 def test_diagnose_cli_compares_model_and_twin(tmp_path: Path) -> None:
     proc = run_cli("diagnose", "--model", "resnet20", "--steps", "3", "--batch-size", "32", "--quiet",
                    "--out", str(tmp_path))  # fmt: skip
@@ -154,6 +173,7 @@ def _screenshot(page: Path, png: Path, profile: Path) -> np.ndarray:
     return np.asarray(Image.open(png).convert("RGB")).astype(int)
 
 
+@pytest.mark.slow
 @pytest.mark.skipif(CHROMIUM is None, reason="headless Chromium not installed (apt-get install chromium)")
 def test_report_renders_every_plot_in_a_real_browser(tiny_study, tmp_path: Path) -> None:
     _, _, paths = tiny_study
@@ -169,6 +189,7 @@ def test_report_renders_every_plot_in_a_real_browser(tiny_study, tmp_path: Path)
     assert coloured(shot_bare) < coloured(shot) / 10
 
 
+@pytest.mark.slow
 def test_rerun_with_another_recipe_is_refused_naming_the_setting(tiny_study) -> None:
     cfg, _, _ = tiny_study
     other = StudyConfig(**{**dataclasses.asdict(cfg), "lr": 0.2})
@@ -182,6 +203,7 @@ def test_rerun_with_another_recipe_is_refused_naming_the_setting(tiny_study) -> 
         run_study(moved, progress=False, log=lambda s: None)
 
 
+@pytest.mark.slow
 def test_a_study_folder_has_one_writer(tmp_path: Path) -> None:
     out = tmp_path / "study"
     with exclusive(out, "study"):  # this test process holds it, as a first `resnets degradation` would
@@ -191,7 +213,7 @@ def test_a_study_folder_has_one_writer(tmp_path: Path) -> None:
 
 
 def test_a_diverged_plain_net_is_degradation_to_the_extreme() -> None:
-    from resnets.report.document import table_rows
+    from resnets.report.degradation import table_rows
 
     deep = _result("plain1202", 1202, False, float("nan"))
     deep.diverged = "loss became nan at step 2; lower the learning rate"

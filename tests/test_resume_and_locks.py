@@ -9,6 +9,7 @@ import sys
 import time
 from pathlib import Path
 
+import pytest
 from conftest import assert_clean_error, run_cli
 
 from resnets.training.checkpoint import list_checkpoints
@@ -16,6 +17,7 @@ from resnets.training.checkpoint import list_checkpoints
 TINY = ["--model", "resnet20", "--dataset", "digits", "--batch-size", "32", "--quiet"]
 
 
+@pytest.mark.slow
 def test_resume_starts_a_missing_run_and_reports_a_finished_one(tmp_path: Path) -> None:
     run = tmp_path / "run"
     cmd = ["train", *TINY, "--iterations", "6", "--out", str(run), "--resume"]
@@ -37,6 +39,7 @@ def test_resume_starts_a_missing_run_and_reports_a_finished_one(tmp_path: Path) 
     assert steps == [6, 8]
 
 
+@pytest.mark.slow
 def test_resume_with_a_conflicting_setting_names_it(tmp_path: Path) -> None:
     run = tmp_path / "run"
     assert run_cli("train", *TINY, "--iterations", "2", "--out", str(run)).returncode == 0
@@ -53,6 +56,7 @@ def _start_holder(cmd: list[str], run: Path) -> subprocess.Popen:
     return proc
 
 
+@pytest.mark.slow
 def test_a_second_writer_stops_naming_the_first_and_a_killed_one_never_blocks(tmp_path: Path) -> None:
     run = tmp_path / "run"
     args = [*TINY, "--iterations", "100000", "--checkpoint-every", "1", "--out", str(run)]

@@ -1,29 +1,29 @@
-"""The study's report: Markdown with PNG files beside it, and one self-contained HTML page."""
+"""The degradation study's report: the Table-6-style results, the verdict, the figures, as one document."""
 
 from __future__ import annotations
 
 import json
 import re
 from pathlib import Path
-from typing import Any
 
 from ..experiments.degradation import ModelResult, StudyConfig
 from ..experiments.lesion import LesionResult, lesion_verdict
-from ..io import atomic_write_text
-from .figures import all_figures
-from .page import html_page, html_table, markdown_table, sgd_recipe
-from .verdict import verdict
+from .degradation_figures import all_figures
+from .degradation_verdict import verdict
+from .page import Document, sgd_recipe, write_documents
 
 # He et al. 2015, Table 6: CIFAR-10 test error (%) of the residual nets.
 PAPER_CIFAR10 = {20: 8.75, 32: 7.51, 44: 7.17, 56: 6.97, 110: 6.43, 1202: 7.93}
 
+TITLE = "Plain vs residual: the degradation study"
 CAPTIONS = {
     "errors": "Training (dashed, running average over each epoch, augmented) and test (solid) error.",
     "gradients": "Norm of the loss gradient of every conv/fc weight, input to output, on one fixed batch.",
     "responses": "Std of each 3×3 layer's response on a test batch, after BN and before ReLU/addition.",
-    "signal": "Average channel variance of each block's output (and of the residual branch) at initialisation.",
-    "lesion": "Test error of the deepest nets with one block deleted (the residual net keeps the block's shortcut; "
-    "a plain block passes its input on, where the shape allows), and with k random blocks deleted.",
+    "signal": "Average channel variance of each block's output (and of the residual branch) at "
+    "initialisation.",
+    "lesion": "Test error of the deepest nets with one block deleted (the residual net keeps the block's "
+    "shortcut; a plain block passes its input on, where the shape allows), and with k random blocks deleted.",
 }
 TABLE_NOTE = "Train error: the final model on the whole training set, no augmentation."
 TITLES = {"errors": "Error curves", "gradients": "Gradient flow", "responses": "Layer responses",
@@ -88,30 +88,10 @@ def write_report(
     out = Path(cfg.out)
     figures = all_figures(results, out / "figures", lesions)
     header, rows = table_rows(results, cfg.dataset)
-    findings = verdict(results) + lesion_verdict(lesions or [])
-    summary: list[dict[str, Any]] = [r.summary() for r in results]
-    atomic_write_text(out / "summary.json", json.dumps(summary, indent=2) + "\n")
-
-    note = _checkpointing_note(results, out)
-    md = ["# Plain vs residual: the degradation study", "", _recipe(cfg), ""] + ([note, ""] if note else [])
-    if command:
-        md += ["```", command, "```", ""]
-    md += ["## Verdict", ""] + [f"- {line}" for line in findings] + ["", "## Results", ""]
-    md += markdown_table(header, rows)
-    md += ["", TABLE_NOTE, ""]
-    for key, path in figures.items():
-        md += [f"## {TITLES[key]}", "", f"![{TITLES[key]}](figures/{path.name})", "", CAPTIONS[key], ""]
-    atomic_write_text(out / "report.md", "\n".join(md))
-
-    classes = ["residual" if r.residual else "plain" for r in results]
-    page = html_page(
-        f"Plain vs residual: the degradation study ({cfg.dataset})", [_recipe(cfg), note], command, findings,
-        html_table(header, rows, classes), TABLE_NOTE, [(TITLES[k], p, CAPTIONS[k]) for k, p in figures.items()],
+    doc = Document(
+        title=TITLE, intro=[_recipe(cfg), _checkpointing_note(results, out)], command=command,
+        findings=verdict(results) + lesion_verdict(lesions or []), header=header, rows=rows,
+        classes=["residual" if r.residual else "plain" for r in results], table_note=TABLE_NOTE,
+        figures=figures, titles=TITLES, captions=CAPTIONS, page_title=f"{TITLE} ({cfg.dataset})",
     )  # fmt: skip
-    atomic_write_text(out / "report.html", page)
-    return {
-        "html": out / "report.html",
-        "markdown": out / "report.md",
-        "summary": out / "summary.json",
-        **figures,
-    }
+    return write_documents(out, doc, [r.summary() for r in results])

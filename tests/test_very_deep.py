@@ -26,6 +26,7 @@ def _step(model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor, seed: int) -
     return {k: p.grad for k, p in model.named_parameters()}
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize(("name", "options"), [
     ("resnet56", {}), ("resnet56", {"drop_path": 0.5}), ("preact_resnet164", {}),
 ])  # fmt: skip
@@ -89,6 +90,7 @@ def test_inference_is_deterministic_and_scales_the_branch() -> None:
     assert [round(b.drop_path.p, 4) for b in model.blocks()][::4] == [0.0556, 0.2778, 0.5]
 
 
+@pytest.mark.slow
 def test_plain_twins_refuse_stochastic_depth() -> None:
     with pytest.raises(ResnetsError, match="drop_path needs shortcuts"):
         create_model("plain56", drop_path=0.5)
@@ -102,12 +104,14 @@ def test_plain_twins_refuse_stochastic_depth() -> None:
     )
 
 
+@pytest.mark.slow
 def test_explicit_compile_and_checkpointing_is_a_clear_error(tmp_path) -> None:
     proc = run_cli("train", "--model", "resnet20", "--dataset", "digits", "--iterations", "1", "--compile",
                    "--checkpoint-activations", "2", "--out", str(tmp_path / "r"))  # fmt: skip
     assert_clean_error(proc, "--compile cannot be combined with activation checkpointing")
 
 
+@pytest.mark.slow
 def test_digits_with_stochastic_depth_and_checkpointing_trains_like_without(tmp_path) -> None:
     errors = {}
     for label, options in (("plain", {}), ("sd", {"drop_path": 0.2, "checkpoint_segments": "auto"})):
@@ -117,6 +121,7 @@ def test_digits_with_stochastic_depth_and_checkpointing_trains_like_without(tmp_
     assert errors["plain"] < 0.05 and errors["sd"] < 0.05, errors
 
 
+@pytest.mark.slow
 def test_checkpointing_turns_itself_on_where_activations_would_not_fit(tmp_path, monkeypatch) -> None:
     from resnets.training import memory
 
@@ -133,6 +138,7 @@ def test_checkpointing_turns_itself_on_where_activations_would_not_fit(tmp_path,
     assert all(torch.equal(a[k], b[k]) for k in a)  # the same training, in less memory
 
 
+@pytest.mark.slow
 def test_checkpointed_cpu_runs_map_their_largest_activations() -> None:
     # In a child process: the allocator setting lasts for the process that makes it.
     code = """

@@ -3,16 +3,13 @@
 from __future__ import annotations
 
 import math
-import statistics
 from collections.abc import Sequence
 from pathlib import Path
 
-import matplotlib.pyplot as plt
-
 from ..experiments.remedies import GROUPS, ArmResult
-from .figures import save_png
+from .plotting import PLAIN_COLOR, RESIDUAL_COLOR, plt, save_png
+from .remedies_verdict import seed_stats
 
-PLAIN_COLOR, RESIDUAL_COLOR = "#b45f06", "#0b5394"
 GROUP_COLORS = dict(zip(GROUPS, plt.get_cmap("tab10").colors, strict=False))
 
 
@@ -22,7 +19,7 @@ def _deepest_first_seed(results: Sequence[ArmResult]) -> list[ArmResult]:
 
 
 def _mean(values: Sequence[float]) -> float:
-    return math.nan if any(math.isnan(v) for v in values) else statistics.fmean(values)
+    return seed_stats(values)[0]  # NaN when a seed diverged
 
 
 def arms_figure(results: Sequence[ArmResult], path: Path) -> Path:

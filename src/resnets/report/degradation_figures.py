@@ -6,31 +6,16 @@ import math
 from collections.abc import Sequence
 from pathlib import Path
 
-import matplotlib
-
-matplotlib.use("Agg")  # files only: no display on servers and CI
-import matplotlib.pyplot as plt
-from matplotlib.figure import Figure
-
 from ..experiments.degradation import ModelResult
 from ..experiments.lesion import LesionResult
-from ..io import atomic_write
-
-PLAIN_STYLE = {"linestyle": "--"}
-RESIDUAL_STYLE = {"linestyle": "-"}
+from .lesion_figures import lesion_figure
+from .plotting import PLAIN_STYLE, RESIDUAL_STYLE, plt, save_png
 
 
 def _colors(depths: Sequence[int]) -> dict[int, tuple[float, ...]]:
     cmap = plt.get_cmap("viridis")
     ordered = sorted(set(depths))
     return {d: cmap(0.1 + 0.75 * i / max(1, len(ordered) - 1)) for i, d in enumerate(ordered)}
-
-
-def save_png(fig: Figure, path: Path) -> Path:
-    with atomic_write(path) as f:
-        fig.savefig(f, format="png", dpi=110, bbox_inches="tight")
-    plt.close(fig)
-    return path
 
 
 def error_curves(results: list[ModelResult], path: Path) -> Path:
@@ -124,28 +109,6 @@ def signal_propagation(results: list[ModelResult], path: Path) -> Path:
     ax.grid(alpha=0.3, which="both")
     ax.legend(fontsize=7, ncol=3)
     ax.set_title("Signal propagation at initialisation (BN in training mode)")
-    return save_png(fig, path)
-
-
-def lesion_figure(lesions: list[LesionResult], path: Path) -> Path:
-    """Test error with one block deleted (left) and with k random blocks deleted (right)."""
-    fig, (one, many) = plt.subplots(1, 2, figsize=(11, 4.2), sharey=True)
-    for r in lesions:
-        style = RESIDUAL_STYLE if r.residual else PLAIN_STYLE
-        color = "#0b5394" if r.residual else "#b45f06"
-        xs = [i + 1 for i in r.deletable()]
-        one.plot(xs, [100 * r.single[i - 1] for i in xs], marker=".", color=color, label=r.model, **style)
-        one.axhline(100 * r.baseline_error, color=color, lw=0.8, alpha=0.6)
-        ks = [d["k"] for d in r.random_k]
-        many.plot(ks, [100 * d["mean"] for d in r.random_k], marker=".", color=color, label=r.model, **style)
-    one.set_xlabel("deleted block (input → output)")
-    one.set_ylabel("test error (%)")
-    one.set_title("One block deleted (thin lines: nothing deleted)")
-    many.set_xlabel("number of random blocks deleted")
-    many.set_title("k random blocks deleted (mean of draws)")
-    for ax in (one, many):
-        ax.grid(alpha=0.3)
-        ax.legend(fontsize=8)
     return save_png(fig, path)
 
 

@@ -112,6 +112,7 @@ def train_argv(draw: st.DrawFn) -> list[str]:
     return argv
 
 
+@pytest.mark.slow
 @settings(FUZZ, max_examples=60)
 @given(train_argv())
 def test_fuzzed_train_arguments(argv: list[str]) -> None:
@@ -152,6 +153,7 @@ def config_json(draw: st.DrawFn) -> bytes:
     return json.dumps({k: draw(SENSIBLE.get(k, JSON_VALUES)) for k in keys}).encode()
 
 
+@pytest.mark.slow
 @settings(FUZZ, max_examples=60)
 @given(config_json())
 def test_fuzzed_config_files(content: bytes) -> None:
@@ -171,6 +173,7 @@ def test_fuzzed_config_files(content: bytes) -> None:
         _assert_works_or_one_line_error(code, err, full)
 
 
+@pytest.mark.slow
 @settings(FUZZ, max_examples=25)
 @given(config_json())
 def test_fuzzed_config_json_of_a_finished_run(

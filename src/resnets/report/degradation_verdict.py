@@ -1,4 +1,4 @@
-"""The report's verdict, written from the measured numbers only."""
+"""The degradation report's verdict, written from the measured numbers only."""
 
 from __future__ import annotations
 

@@ -1,0 +1,104 @@
+"""What a run decides before its first step, in one record: its length, batches, layout and memory.
+
+The decisions depend on the data (steps per epoch, image shape) and on the seeded model (what
+it costs in memory, which fast path measures fastest), so ``decide`` loads the one and builds the
+other, in the order that keeps the random stream of a fresh run as it always was.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from ..data import load_dataset
+from ..models import get_spec
+from . import distributed
+from .autotune import choose_fast_path
+from .build import Memory, build_model, choose_checkpointing_for, fit_in_memory
+from .config import TrainConfig
+from .loaders import Loaders, make_loaders, plan_resolutions
+from .schedules import default_warmup
+from .step import FastPath
+
+DEFAULT_EPOCHS = 15
+
+
+@dataclass(frozen=True)
+class Plan:
+    """How long the run is and how often it reports, in steps."""
+
+    total: int
+    steps_per_epoch: int
+    eval_every: int
+    checkpoint_every: int
+    warmup: int
+
+
+@dataclass(frozen=True)
+class Setup:
+    """Every decision a run makes before its first step; nothing in it changes while it trains."""
+
+    cfg: TrainConfig
+    ctx: distributed.Context  # this process's rank, how many there are, and its device
+    run_dir: Path
+    loaders: Loaders  # training and test batches, in the memory format ``fast`` chose
+    plan: Plan
+    fast: FastPath  # precision, memory layout and whether the forward pass is compiled
+    memory: Memory  # activation checkpointing, and where the CPU allocates activations
+    eval_flip: bool  # test-time mirror averaging: only for data trained with mirrored images
+    resolved: dict[str, Any]  # all of it as config.json's "resolved" record keeps it
+
+
+def total_steps(cfg: TrainConfig, steps_per_epoch: int) -> int:
+    """The run's length in steps: --iterations, or its epochs' worth of batches."""
+    return cfg.iterations or (cfg.epochs or DEFAULT_EPOCHS) * steps_per_epoch
+
+
+def plan_run(cfg: TrainConfig, steps_per_epoch: int) -> Plan:
+    """Length, evaluation and checkpoint intervals and warm-up of a run of this many steps per epoch."""
+    total = total_steps(cfg, steps_per_epoch)
+    eval_every = total if cfg.final_eval_only else cfg.eval_every or steps_per_epoch
+    depth = get_spec(cfg.model).depth
+    warmup = cfg.warmup_steps if cfg.warmup_steps is not None else default_warmup(cfg.schedule, depth, total)
+    checkpoint_every = cfg.checkpoint_every or (steps_per_epoch if cfg.final_eval_only else eval_every)
+    return Plan(total, steps_per_epoch, eval_every, checkpoint_every, warmup)
+
+
+def decide(
+    cfg: TrainConfig, ctx: distributed.Context, saved: dict[str, Any] | None
+) -> tuple[Setup, nn.Module]:
+    """Load the data, build the seeded model and settle every decision; ``saved``: a resumed run's record."""
+    data = load_dataset(cfg.dataset, cfg.data_dir, **cfg.dataset_options)
+    loaders = make_loaders(cfg, data, ctx.rank, ctx.world, ctx.device)
+    plan = plan_run(cfg, len(loaders.train))
+    sizes = plan_resolutions(loaders.train, cfg, -(-plan.total // plan.steps_per_epoch), data.image_shape[1])
+    model = build_model(cfg, data)
+    micro_batch, shape = cfg.batch_size // ctx.world // cfg.accumulate, tuple(data.image_shape)
+    ckpt = choose_checkpointing_for(model, cfg, shape, micro_batch, ctx.device, ctx.main)
+    # A resumed run keeps the fast path it was measured for (the cache may have changed since).
+    fast, tuning = choose_fast_path(
+        cfg, model, shape, data.num_classes, micro_batch, plan.total * cfg.accumulate, ctx, saved
+    )
+    memory, fast = fit_in_memory(model, cfg, ckpt, shape, micro_batch, fast, ctx.device)
+    for loader in (loaders.train, loaders.test):
+        loader.channels_last = fast.channels_last
+    resolved = {
+        "num_classes": data.num_classes, "image_shape": list(data.image_shape),
+        "classes": data.classes, "mean": list(data.mean), "std": list(data.std),
+        "train_images": loaders.train_images, "test_images": len(data.test),
+        "steps_per_epoch": plan.steps_per_epoch, "total_steps": plan.total, "warmup_steps": plan.warmup,
+        "eval_every": plan.eval_every, "checkpoint_every": plan.checkpoint_every,
+        "device": str(ctx.device), "crop_padding": data.crop_padding, "flip": data.flip,
+        "torch": torch.__version__, "processes": ctx.world, "precision": fast.precision,
+        "channels_last": fast.channels_last, "compile": fast.compile, "fast_path": tuning,
+        "eval_flip": cfg.eval_flip and data.flip, "eval_translate": cfg.eval_translate,
+        # The free memory behind an automatic choice is in its stderr line, not here: a re-run
+        # of a finished run must leave config.json byte for byte as it was.
+        "checkpointing": memory.record(model), "loader": loaders.info,
+    } | ({"train_sizes": sizes} if sizes else {})  # fmt: skip
+    setup = Setup(cfg, ctx, Path(cfg.out), loaders, plan, fast, memory, cfg.eval_flip and data.flip, resolved)
+    return setup, model
