@@ -144,7 +144,9 @@ def test_kept_heap_reuses_freed_pages() -> None:
         "if sys.argv[1] == 'kept': assert keep_freed_blocks()\n"
         "def faults():\n"
         "    return resource.getrusage(resource.RUSAGE_SELF).ru_minflt\n"
-        "for _ in range(3):\n"  # the steady state of a training loop: the same sizes again and again
+        # The steady state of a training loop: the same sizes again and again. Early rounds may
+        # fault once more (seen on an AMD EPYC family 25 model 17: the 2nd or 3rd of 10, never later).
+        "for _ in range(8):\n"
         "    before = faults(); x = torch.ones(2**24); after = faults(); del x\n"
         "print(after - before)\n"
     )

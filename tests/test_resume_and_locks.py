@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import signal
 import subprocess
 import sys
@@ -49,7 +50,9 @@ def test_resume_with_a_conflicting_setting_names_it(tmp_path: Path) -> None:
 
 def _start_holder(cmd: list[str], run: Path) -> subprocess.Popen:
     """Start a long writer and wait, by its progress, until it holds the folder."""
-    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    # One thread: the holder leaves a core to the commands that test the lock.
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, env=env)
     while proc.poll() is None and not list_checkpoints(run):
         time.sleep(0.01)
     assert proc.poll() is None, proc.stderr.read() if proc.stderr else ""

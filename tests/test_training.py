@@ -220,9 +220,9 @@ def test_missing_or_corrupt_files_are_one_line_errors(tmp_path: Path) -> None:
 def test_cifar10_short_real_training_beats_chance(shared_data: Path, tmp_path: Path) -> None:
     cfg = TrainConfig(
         model="resnet20", dataset="cifar10", data_dir=str(shared_data), epochs=2, train_subset=10_000,
-        schedule="onecycle", lr=0.1, out=str(tmp_path / "run"),
+        schedule="onecycle", lr=0.1, out=str(tmp_path / "run"), final_eval_only=True,
     )  # fmt: skip
-    result = train(cfg, progress=False)
+    result = train(cfg, progress=False)  # evaluated once, at the end: the 10,000 test images cost seconds
     assert result.metrics["test_error"] < 0.70  # chance is 0.90; measured 0.58 (one thread)
 
 

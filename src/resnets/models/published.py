@@ -23,6 +23,7 @@ from torch import nn
 
 from ..errors import ResnetsError
 from .blocks import PadShortcut
+from .networks import ResNet
 
 
 @dataclass(frozen=True)
@@ -95,9 +96,9 @@ def _akamaster_key(key: str) -> str:
     return re.sub(r"\.shortcut\.", ".downsample.", key)  # their option B: Sequential(conv, BN)
 
 
-def _stage_permutations(model: nn.Module, source: str) -> list[torch.Tensor]:
+def _stage_permutations(model: ResNet, source: str) -> list[torch.Tensor]:
     """For each stage, ``perm`` with our residual channel j = their channel perm[j]."""
-    stages = [getattr(model, f"layer{i}") for i in range(1, 10) if hasattr(model, f"layer{i}")]
+    stages = model.stages()
     stem = model.conv1.out_channels
     perms, previous = [], torch.arange(stem)
     for stage in stages:
@@ -117,13 +118,13 @@ def _stage_permutations(model: nn.Module, source: str) -> list[torch.Tensor]:
 
 def _permute_stages(state: dict[str, torch.Tensor], model: nn.Module, source: str) -> dict[str, torch.Tensor]:
     """Reorder each stage's residual-stream channels from both-sided to end padding."""
-    if not all(hasattr(model, n) for n in ("conv1", "layer1", "fc")):
+    if not isinstance(model, ResNet):
         raise ResnetsError(f"{source} is a CIFAR ResNet with option A shortcuts; the model is not one")
     out = dict(state)
     perms = _stage_permutations(model, source)
     stream = torch.arange(model.conv1.out_channels)  # the stem's channels keep their order
-    for i, perm in enumerate(perms, 1):
-        for b in range(len(getattr(model, f"layer{i}"))):
+    for i, (stage, perm) in enumerate(zip(model.stages(), perms, strict=True), 1):
+        for b in range(len(stage)):
             prefix = f"layer{i}.{b}."
             # The block reads the stream (conv1's input) and writes to it (conv2 and bn2's output).
             _take(out, prefix + "conv1.weight", 1, stream if b == 0 else perm)
