@@ -140,8 +140,7 @@ def run_lesion(args: argparse.Namespace) -> int:
     import json
     from pathlib import Path
 
-    from ..experiments.lesion import LESION_FILE, lesion_run, lesion_verdict
-    from ..io import atomic_write_text
+    from ..experiments.lesion import lesion_run, lesion_verdict, save_lesions
     from ..report.lesion_figures import lesion_figure
     from ..training.device import resolve_device
     from ..training.precision import resolve_precision
@@ -152,7 +151,7 @@ def run_lesion(args: argparse.Namespace) -> int:
     precision = resolve_precision(args.precision, device)
     results = [lesion_run(r, device, precision, args.draws, args.max_k, args.seed) for r in args.runs]
     out = Path(args.out) if args.out else Path(args.runs[0]) / "lesion"
-    atomic_write_text(out / LESION_FILE, json.dumps([r.to_dict() for r in results], indent=1) + "\n")
+    saved = save_lesions(results, out)
     figure = lesion_figure(results, out / "lesion.png")
     if args.json:
         print(json.dumps([r.to_dict() for r in results], indent=1))
@@ -162,7 +161,7 @@ def run_lesion(args: argparse.Namespace) -> int:
     for r in results:
         cells = " ".join("  -  " if e is None else f"{100 * e:5.1f}" for e in r.single)
         print(f"{r.model}: test error (%) with block 1..{len(r.single)} deleted: {cells}")
-    print(f"saved {out / LESION_FILE} and {figure}")
+    print(f"saved {saved} and {figure}")
     return 0
 
 

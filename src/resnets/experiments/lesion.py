@@ -141,5 +141,12 @@ def study_lesions(out: Path, runs: Sequence[Path], **options: Any) -> list[Lesio
         except (ValueError, TypeError):
             pass  # damaged or from another version: measure again
     results = [lesion_run(r, **options) for r in runs]
-    atomic_write_text(path, json.dumps([r.to_dict() for r in results], indent=1) + "\n")
+    save_lesions(results, out)
     return results
+
+
+def save_lesions(results: Sequence[LesionResult], out: Path) -> Path:
+    """Write ``out/lesion.json`` (one object per run), atomically; returns its path."""
+    path = out / LESION_FILE
+    atomic_write_text(path, json.dumps([r.to_dict() for r in results], indent=1) + "\n")
+    return path
