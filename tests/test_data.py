@@ -48,6 +48,26 @@ def test_digits_is_builtin_fixed_and_stratified() -> None:
     assert not a.flip  # a mirrored digit is another symbol
 
 
+def test_digits_come_from_the_cache_as_prepared_and_a_damaged_cache_is_rebuilt(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from resnets.data.builtin import _prepare_digits
+
+    monkeypatch.setenv("RESNETS_CACHE_DIR", str(tmp_path))
+    images, labels, train, test = _prepare_digits(16)
+    first = load_dataset("digits")  # prepares and caches
+    (cached,) = tmp_path.glob("digits-16-*.npz")
+    second = load_dataset("digits")  # reads the cache
+    for d in (first, second):
+        assert torch.equal(d.train.images, images[train]) and torch.equal(d.train.labels, labels[train])
+        assert torch.equal(d.test.images, images[test]) and torch.equal(d.test.labels, labels[test])
+    for damage in (b"not a zip", cached.read_bytes()[:1000]):
+        cached.write_bytes(damage)
+        again = load_dataset("digits")
+        assert torch.equal(again.test.images, images[test])
+        assert cached.read_bytes()[:2] == b"PK"  # rewritten whole
+
+
 def test_synthetic_is_seeded_and_learnable() -> None:
     d = load_dataset("synthetic", image_size=8, train_size=64, test_size=16, num_classes=4)
     e = load_dataset("synthetic", image_size=8, train_size=64, test_size=16, num_classes=4)

@@ -2,10 +2,18 @@
 
 from __future__ import annotations
 
+import contextlib
+import importlib.metadata
+import io
+import zipfile
+
+import numpy as np
 import torch
 import torch.nn.functional as F
 
 from ..errors import ResnetsError
+from ..io import atomic_write_bytes
+from ..io.cache import cache_dir
 from .dataset import Dataset, ImageData, register
 
 DIGITS_SIZE = 16
@@ -14,6 +22,47 @@ DIGITS_SIZE = 16
 @register("digits", needs_dir=False, description="scikit-learn's 8x8 handwritten digits, 1x16x16, built in")
 def load_digits(image_size: int = DIGITS_SIZE) -> Dataset:
     """The 1,797 UCI digits upsampled to 1x16x16, split 80/20 stratified with a fixed seed."""
+    images, labels, train_idx, test_idx = _digits_arrays(image_size)
+    return Dataset(
+        name="digits",
+        train=ImageData(images[train_idx], labels[train_idx]),
+        test=ImageData(images[test_idx], labels[test_idx]),
+        classes=[str(d) for d in range(10)],
+        crop_padding=image_size // 8,
+        flip=False,  # a mirrored digit is another symbol
+    )
+
+
+def _digits_arrays(image_size: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Images, labels and the split, from the cache where a run before prepared them.
+
+    Why a cache: importing scikit-learn costs about a second, more than a short digits run's
+    set-up, and every process paid it. The file holds plain arrays (read without pickle) and
+    is keyed by scikit-learn's version, which fixes both the data and the split.
+    """
+    path = cache_dir() / f"digits-{image_size}-sklearn-{importlib.metadata.version('scikit-learn')}.npz"
+    with contextlib.suppress(OSError, ValueError, KeyError, zipfile.BadZipFile):
+        with np.load(path, allow_pickle=False) as f:
+            arrays = tuple(torch.from_numpy(f[k]) for k in ("images", "labels", "train", "test"))
+        images, labels, train, test = arrays
+        whole = len(labels) == len(images) == len(train) + len(test)
+        if (
+            whole
+            and images.shape[1:] == (1, image_size, image_size)
+            and torch.cat([train, test]).unique().numel() == len(labels)
+        ):
+            return images, labels, train, test
+    arrays = _prepare_digits(image_size)
+    buffer = io.BytesIO()
+    np.savez(
+        buffer, **{k: a.numpy() for k, a in zip(("images", "labels", "train", "test"), arrays, strict=True)}
+    )
+    with contextlib.suppress(ResnetsError):  # a read-only cache only costs the next process the second
+        atomic_write_bytes(path, buffer.getvalue())
+    return arrays
+
+
+def _prepare_digits(image_size: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
     from sklearn.datasets import load_digits as sk_digits
     from sklearn.model_selection import train_test_split
 
@@ -24,15 +73,7 @@ def load_digits(image_size: int = DIGITS_SIZE) -> Dataset:
     labels = torch.from_numpy(raw.target).long()
     idx = torch.arange(len(labels)).numpy()
     train_idx, test_idx = train_test_split(idx, test_size=0.2, random_state=0, stratify=raw.target)
-    train_idx, test_idx = torch.from_numpy(train_idx).sort().values, torch.from_numpy(test_idx).sort().values
-    return Dataset(
-        name="digits",
-        train=ImageData(images[train_idx], labels[train_idx]),
-        test=ImageData(images[test_idx], labels[test_idx]),
-        classes=[str(d) for d in range(10)],
-        crop_padding=image_size // 8,
-        flip=False,  # a mirrored digit is another symbol
-    )
+    return images, labels, torch.from_numpy(train_idx).sort().values, torch.from_numpy(test_idx).sort().values
 
 
 @register("synthetic", needs_dir=False, description="seeded class templates plus noise, any shape")

@@ -13,11 +13,9 @@ from __future__ import annotations
 
 import copy
 import json
-import os
 import platform
 import time
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import torch
@@ -25,6 +23,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..io import atomic_write_text
+from ..io.cache import cache_dir
 from ..models import Network
 from . import distributed
 from .config import TrainConfig
@@ -36,12 +35,6 @@ TRIAL_STEP_SECONDS = 0.5  # the trial batch is halved until one step takes at mo
 TRIAL_MAX_BATCH = 64
 COMPILE_TRIAL_MIN_SECONDS = 300.0  # runs shorter than this (eager) cannot repay a compile's warm-up
 PRECISION_CODES = ("fp32", "bf16", "fp16")
-
-
-def cache_dir() -> Path:
-    """$RESNETS_CACHE_DIR, or ~/.cache/resnets."""
-    env = os.environ.get("RESNETS_CACHE_DIR")
-    return Path(env) if env else Path.home() / ".cache" / "resnets"
 
 
 def device_name(device: torch.device) -> str:
