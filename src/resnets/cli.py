@@ -7,7 +7,7 @@ import sys
 from collections.abc import Callable, Sequence
 
 from . import __version__
-from .commands import data, deploy, models, remedies, study, train
+from .commands import data, deploy, models, remedies, study, sweep, train
 from .errors import ResnetsError
 from .training.errors import Interrupted
 
@@ -35,6 +35,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     models.add_parser(sub)
     train.add_parsers(sub)
+    sweep.add_parser(sub)
     study.add_parsers(sub)
     remedies.add_parser(sub)
     deploy.add_parsers(sub)

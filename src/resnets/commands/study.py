@@ -63,7 +63,13 @@ def recipe_flags(p: argparse.ArgumentParser, config: type, epochs: bool = True) 
     p.add_argument("--channels-last", action=argparse.BooleanOptionalAction, default=default("channels_last"),
                    help="NHWC layout")  # fmt: skip
     p.add_argument("--train-subset", type=int, help="train on a seeded subset of this many images")
-    if "seed" in {f.name for f in dataclasses.fields(config)}:  # not for a study of several seeds
+    fields = {f.name for f in dataclasses.fields(config)}
+    if {"seeds", "seed"} <= fields:  # a first seed and a count (the remedies study numbers its own)
+        seeds = default("seeds")
+        p.add_argument("--seeds", type=int, default=seeds,
+                       help=f"seeds per model: --seed, --seed+1, ... (default {seeds})")  # fmt: skip
+        p.add_argument("--seed", type=int, default=default("seed"), help="the first seed (default 0)")
+    elif "seed" in fields:
         p.add_argument("--seed", type=int, default=default("seed"))
     p.add_argument("--device", default=default("device"))
     p.add_argument("--quiet", action="store_true", help="no per-model progress bars")
@@ -98,7 +104,7 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
     d.add_argument("--steps", type=int, default=100, help="training steps between the two measurements")
     recipe_flags(d, StudyConfig, epochs=False)
     d.add_argument("--out", help="folder for runs and plots (default runs/diagnose-MODEL)")
-    d.set_defaults(func=run_diagnose)
+    d.set_defaults(func=run_diagnose, seeds=1)  # a look at one pair, not a comparison
 
 
 def _print_results(results: list, paths: dict) -> None:
@@ -106,14 +112,14 @@ def _print_results(results: list, paths: dict) -> None:
     from rich.table import Table
 
     from ..report.degradation import table_rows
-    from ..report.degradation_verdict import verdict
+    from ..report.degradation_verdict import by_model, verdict
 
     header, rows = table_rows(results, "")
-    table = Table(title="plain vs residual")
+    table = Table(title="plain vs residual (mean ± sd over seeds)")
     for h in header:
         table.add_column(h, justify="left" if h == "model" else "right")
-    for r, row in zip(results, rows, strict=True):
-        table.add_row(*row, style=None if r.residual else "dim")
+    for runs, row in zip(by_model(results), rows, strict=True):  # one row per model, over its seeds
+        table.add_row(*row, style=None if runs[0].residual else "dim")
     console = Console(width=max(100, Console().width))
     console.print(table)
     for line in verdict(results):
@@ -181,15 +187,16 @@ def run_diagnose(args: argparse.Namespace) -> int:
     from rich.table import Table
 
     table = Table(title=f"{args.model} and its twin: gradients at initialisation, after {args.steps} steps")
-    for col in ("model", "layers", "‖g‖ first", "‖g‖ last", "spread (max/min)", "‖g‖ first, trained",
+    for col in ("model", "seed", "layers", "‖g‖ first", "‖g‖ last", "spread (max/min)", "‖g‖ first, trained",
                 "train error", "mean response std"):  # fmt: skip
         table.add_column(col, justify="left" if col == "model" else "right")
     for r in results:
         g = [v for v in r.grad_init if v > 0]
         table.add_row(
-            r.model, str(len(r.grad_init)), f"{r.grad_init[0]:.3g}", f"{r.grad_init[-1]:.3g}",
-            f"{max(g) / min(g):.3g}x", f"{r.grad_final[0]:.3g}", f"{100 * r.train_error:.2f}%",
-            f"{sum(r.responses) / len(r.responses):.3f}",
+            r.model, str(r.seed), str(len(r.grad_init)), f"{r.grad_init[0]:.3g}", f"{r.grad_init[-1]:.3g}",
+            f"{max(g) / min(g):.3g}x", f"{r.grad_final[0]:.3g}" if r.grad_final else "-",
+            f"{100 * r.train_error:.2f}%",
+            f"{sum(r.responses) / len(r.responses):.3f}" if r.responses else "-",
         )  # fmt: skip
     Console(width=max(110, Console().width)).print(table)
     paths = write_report(results, cfg, command_line(args))

@@ -27,13 +27,18 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
     """Register `resnets train` and `resnets eval`."""
     p = sub.add_parser("train", help="train a model; writes a run directory (--out)",
                        argument_default=S)  # fmt: skip
+    add_train_flags(p)
+    p.set_defaults(func=run_train)
+    _eval_parser(sub)
+
+
+def add_train_flags(p: argparse.ArgumentParser) -> None:
+    """Every flag of `resnets train` (the sweep takes them all too)."""
     _run_flags(p)
     _optimiser_flags(p)
     _speed_flags(p)
     _model_flags(p)
     _data_flags(p)
-    p.set_defaults(func=run_train)
-    _eval_parser(sub)
 
 
 def _run_flags(p: argparse.ArgumentParser) -> None:
@@ -146,6 +151,10 @@ def _data_flags(p: argparse.ArgumentParser) -> None:
     p.add_argument("--dataset", help=f"{', '.join(list_datasets())}" + _default("dataset"))
     p.add_argument("--data-dir", help="folder holding the dataset's files (shards: a folder or URL)")
     p.add_argument("--train-subset", type=int, help="train on a seeded subset of this many images")
+    p.add_argument(
+        "--val-split", type=int, metavar="N",
+        help="hold N training images out (the same N for every seed) and report val_error on them",
+    )  # fmt: skip
     p.add_argument(
         "--eval-flip",
         action=argparse.BooleanOptionalAction,

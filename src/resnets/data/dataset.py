@@ -41,6 +41,16 @@ class ImageData:
         idx = idx.sort().values
         return ImageData(self.images[idx], self.labels[idx])
 
+    def split_off(self, n: int, seed: int = 0) -> tuple[ImageData, ImageData]:
+        """(the rest, ``n`` seeded random images held out): a validation set carved from training data."""
+        if not 0 < n < len(self):
+            raise ResnetsError(f"cannot hold out {n} of {len(self)} images; give 0 < n < {len(self)}")
+        order = torch.randperm(len(self), generator=torch.Generator().manual_seed(seed))
+        held, rest = order[:n].sort().values, order[n:].sort().values
+        return ImageData(self.images[rest], self.labels[rest]), ImageData(
+            self.images[held], self.labels[held]
+        )
+
     def to(self, device: torch.device | str) -> ImageData:
         """The same split on another device."""
         return ImageData(self.images.to(device), self.labels.to(device))

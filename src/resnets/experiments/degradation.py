@@ -1,4 +1,4 @@
-"""The degradation study: plain and residual nets at several depths, one recipe, one seed.
+"""The degradation study: plain and residual nets at several depths, one recipe, several seeds.
 
 He et al. 2015 (Fig. 6): the deeper plain net ends with the higher training error, while
 the deeper residual net does not. This trains every model, measures gradient flow and
@@ -50,7 +50,9 @@ class StudyConfig:
     precision: str = RECIPE.precision
     channels_last: bool = RECIPE.channels_last
     train_subset: int | None = None
-    seed: int = RECIPE.seed
+    seed: int = RECIPE.seed  # the first seed; the runs use seed, seed + 1, ...
+    # Two seeds at least: single-seed digits figures moved by tens of points between machines.
+    seeds: int = 2
     device: str = "auto"
 
     def validate(self) -> StudyConfig:
@@ -67,8 +69,14 @@ class StudyConfig:
         else:
             for d in self.depths:
                 get_spec(FAMILIES[self.family][0].format(d))  # unknown depth: suggests close names
+        if not isinstance(self.seeds, int) or isinstance(self.seeds, bool) or self.seeds < 1:
+            raise ResnetsError(f"seeds must be a positive integer, got {self.seeds!r}")
         self.recipe("resnet20").validate()
         return self
+
+    def seed_list(self) -> list[int]:
+        """The seeds every model is trained with."""
+        return list(range(self.seed, self.seed + self.seeds))
 
     def model_names(self) -> list[tuple[str, int, bool]]:
         """(model, depth, residual) for every model, plain nets first, shallow to deep."""
@@ -80,12 +88,19 @@ class StudyConfig:
             (res.format(d), d, True) for d in sorted(self.depths)
         ]
 
-    def recipe(self, model: str) -> TrainConfig:
-        """The identical training config for one model of the study."""
+    def recipe(self, model: str, seed: int | None = None) -> TrainConfig:
+        """The identical training config for one model of the study at one seed (default: the first)."""
+        seed = self.seed if seed is None else seed
         return TrainConfig(
-            model=model, out=str(Path(self.out) / model), epochs=None if self.iterations else self.epochs,
-            iterations=self.iterations, seed=self.seed, **run_settings(self),
+            model=model, out=str(run_folder(Path(self.out), model, seed)),
+            epochs=None if self.iterations else self.epochs, iterations=self.iterations, seed=seed,
+            **run_settings(self),
         )  # fmt: skip
+
+
+def run_folder(out: Path, model: str, seed: int) -> Path:
+    """Where a study keeps one model's run at one seed: OUT/<model>-seed<seed>."""
+    return out / f"{model}-seed{seed}"
 
 
 @dataclass
@@ -95,6 +110,7 @@ class ModelResult:
     model: str
     depth: int
     residual: bool
+    seed: int
     params: int
     train_error: float  # final model on the whole training set, no augmentation
     test_error: float
@@ -114,25 +130,28 @@ class ModelResult:
     def summary(self) -> dict[str, Any]:
         """The summary.json entry (a diverged model's errors as null)."""
         errors = ("train_error", "test_error", "train_loss", "test_loss")
-        row = {k: getattr(self, k) for k in ("model", "depth", "residual", "params")}
+        row = {k: getattr(self, k) for k in ("model", "depth", "residual", "seed", "params")}
         row |= {k: finite_or_none(getattr(self, k)) for k in errors}
         return row | {"diverged": self.diverged}
 
 
-def _model_result(name: str, depth: int, residual: bool, run: Measured) -> ModelResult:
+def _model_result(name: str, depth: int, residual: bool, seed: int, run: Measured) -> ModelResult:
     return ModelResult(
-        model=name, depth=depth, residual=residual, seconds=run.seconds, curves=run.curves,
+        model=name, depth=depth, residual=residual, seed=seed, seconds=run.seconds, curves=run.curves,
         **run.diagnostics,
     )  # fmt: skip
 
 
 def _jobs(cfg: StudyConfig) -> list[Job[ModelResult]]:
+    """Every model at the first seed, then every model at the next: a stopped study has whole seeds."""
     jobs = []
-    for name, depth, residual in cfg.model_names():
-        label = f"{name} ({'residual' if residual else 'plain'}, depth {depth})"
-        # Cost of each model ~ its multiply-adds; the study's ETA follows from the cost done so far.
-        cost = summarize(name).macs
-        jobs.append(Job(label, cfg.recipe(name), partial(_model_result, name, depth, residual), cost))
+    for seed in cfg.seed_list():
+        for name, depth, residual in cfg.model_names():
+            label = f"{name} seed {seed} ({'residual' if residual else 'plain'}, depth {depth})"
+            # Cost of each model ~ its multiply-adds; the study's ETA follows from the cost done so far.
+            cost = summarize(name).macs
+            result = partial(_model_result, name, depth, residual, seed)
+            jobs.append(Job(label, cfg.recipe(name, seed), result, cost))
     return jobs
 
 
@@ -143,13 +162,15 @@ def run_study(cfg: StudyConfig, progress: bool = True, log: Log = say) -> list[M
 
 
 def deepest_lesions(cfg: StudyConfig, results: list[ModelResult], log: Log = say) -> list[LesionResult]:
-    """The lesion study of the deepest plain and residual nets of a study (cached in its folder)."""
-    trained = [r for r in results if not r.diverged]  # a diverged net has no weights to lesion
+    """The lesion study of the deepest plain and residual nets of a study's first seed (cached)."""
+    trained = [
+        r for r in results if not r.diverged and r.seed == cfg.seed
+    ]  # a diverged net has no weights to lesion
     depth = max((r.depth for r in trained if r.depth <= LESION_MAX_DEPTH), default=None)
     pair = [
         next((r for r in trained if r.residual == res and r.depth == depth), None) for res in (False, True)
     ]
-    runs = [Path(cfg.out) / r.model for r in pair if r is not None]
+    runs = [run_folder(Path(cfg.out), r.model, r.seed) for r in pair if r is not None]
     if not runs:
         return []
     log(f"lesion study of {', '.join(p.name for p in runs)}: deleting blocks one at a time")

@@ -3,13 +3,16 @@
 from __future__ import annotations
 
 import json
+import math
 import re
+import statistics
 from pathlib import Path
+from typing import Any
 
-from ..experiments.degradation import ModelResult, StudyConfig
+from ..experiments.degradation import ModelResult, StudyConfig, run_folder
 from ..experiments.lesion import LesionResult, lesion_verdict
 from .degradation_figures import all_figures
-from .degradation_verdict import verdict
+from .degradation_verdict import Runs, by_model, diverged_note, finished, spread, verdict
 from .page import Document, sgd_recipe, write_documents
 
 # He et al. 2015, Table 6: CIFAR-10 test error (%) of the residual nets.
@@ -17,33 +20,57 @@ PAPER_CIFAR10 = {20: 8.75, 32: 7.51, 44: 7.17, 56: 6.97, 110: 6.43, 1202: 7.93}
 
 TITLE = "Plain vs residual: the degradation study"
 CAPTIONS = {
-    "errors": "Training (dashed, running average over each epoch, augmented) and test (solid) error.",
-    "gradients": "Norm of the loss gradient of every conv/fc weight, input to output, on one fixed batch.",
-    "responses": "Std of each 3×3 layer's response on a test batch, after BN and before ReLU/addition.",
+    "errors": "Training (dashed, running average over each epoch, augmented) and test (solid) error, "
+    "first seed.",
+    "final": "Final training error (whole training set, no augmentation) and test error by depth: each dot "
+    "is one seed, the line joins the means over the seeds that finished (a diverged seed is left out).",
+    "gradients": "Norm of the loss gradient of every conv/fc weight, input to output, on one fixed batch "
+    "(first seed).",
+    "responses": "Std of each 3×3 layer's response on a test batch, after BN and before ReLU/addition "
+    "(first seed).",
     "signal": "Average channel variance of each block's output (and of the residual branch) at "
-    "initialisation.",
+    "initialisation (first seed).",
     "lesion": "Test error of the deepest nets with one block deleted (the residual net keeps the block's "
     "shortcut; a plain block passes its input on, where the shape allows), and with k random blocks deleted.",
 }
-TABLE_NOTE = "Train error: the final model on the whole training set, no augmentation."
-TITLES = {"errors": "Error curves", "gradients": "Gradient flow", "responses": "Layer responses",
-          "signal": "Signal propagation", "lesion": "Lesion study (Veit et al. 2016)"}  # fmt: skip
+TABLE_NOTE = (
+    "Train error: the final model on the whole training set, no augmentation. Errors: mean ± sample "
+    "standard deviation over the seeds that finished; train time: their mean. Seeds: finished / trained; "
+    "a diverged seed is named and left out of the means."
+)
+TITLES = {"errors": "Error curves", "final": "Final error by depth", "gradients": "Gradient flow",
+          "responses": "Layer responses", "signal": "Signal propagation",
+          "lesion": "Lesion study (Veit et al. 2016)"}  # fmt: skip
 
 
 def table_rows(results: list[ModelResult], dataset: str) -> tuple[list[str], list[list[str]]]:
-    """Header and rows of the Table-6-style results table."""
-    header = ["model", "depth", "params", "train error", "test error", "train time"]
+    """Header and rows of the Table-6-style results table: one row per model, over its seeds."""
+    header = ["model", "depth", "seeds", "params", "train error", "test error", "train time"]
     if dataset == "cifar10":
         header.append("paper test error (CIFAR-10)")
-    rows = []
-    for r in results:
-        row = [r.model, str(r.depth), f"{r.params / 1e6:.2f}M", error_cell(r.train_error, r.diverged),
-               error_cell(r.test_error, r.diverged), f"{r.seconds:.0f} s"]  # fmt: skip
-        if dataset == "cifar10":
-            paper = PAPER_CIFAR10.get(r.depth) if r.residual else None
-            row.append(f"{paper:.2f}%" if paper else "—")
-        rows.append(row)
-    return header, rows
+    return header, [_row(runs, dataset) for runs in by_model(results)]
+
+
+def _row(runs: Runs, dataset: str) -> list[str]:
+    r, done = runs[0], finished(runs)
+    seconds = statistics.fmean(x.seconds for x in done or runs)
+    row = [r.model, str(r.depth), seeds_cell(runs), f"{r.params / 1e6:.2f}M", _errors(runs, "train_error"),
+           _errors(runs, "test_error"), f"{seconds:.0f} s"]  # fmt: skip
+    if dataset == "cifar10":
+        paper = PAPER_CIFAR10.get(r.depth) if r.residual else None
+        row.append(f"{paper:.2f}%" if paper else "—")
+    return row
+
+
+def seeds_cell(runs: Runs) -> str:
+    """Seeds finished / trained, naming any that diverged ("1/2 (1 of 2 diverged, seed 1 at step 40)")."""
+    note = diverged_note(runs)
+    return f"{len(finished(runs))}/{len(runs)}" + (f" ({note})" if note else "")
+
+
+def _errors(runs: Runs, key: str) -> str:
+    done = finished(runs)
+    return spread([getattr(r, key) for r in done]) if done else error_cell(math.nan, runs[0].diverged)
 
 
 def error_cell(error: float, diverged: str | None) -> str:
@@ -55,28 +82,32 @@ def error_cell(error: float, diverged: str | None) -> str:
 
 
 def _recipe(cfg: StudyConfig) -> str:
+    seeds = cfg.seed_list()
+    named = ("seeds " if len(seeds) > 1 else "seed ") + ", ".join(map(str, seeds))
     return (
-        f"{sgd_recipe(cfg)}, seed {cfg.seed}; the same recipe and seed for every model. Shortcuts: "
+        f"{sgd_recipe(cfg)}, {named}; the same recipe for every model. Shortcuts: "
         "option A (parameter-free), so each plain net has exactly its residual twin's parameters."
     )
 
 
+def _checkpointing(run: Path) -> dict[str, Any]:
+    try:
+        return json.loads((run / "config.json").read_text())["resolved"].get("checkpointing", {})
+    except (OSError, ValueError, KeyError):
+        return {}
+
+
 def _checkpointing_note(results: list[ModelResult], out: Path) -> str:
     """Which models checkpointed their activations by themselves (too big for memory otherwise)."""
-    auto = []
+    auto: dict[str, str] = {}
     for r in results:
-        try:
-            info = json.loads((out / r.model / "config.json").read_text())["resolved"].get(
-                "checkpointing", {}
-            )
-        except (OSError, ValueError, KeyError):
-            continue
-        if info.get("auto"):
-            auto.append(f"{r.model} ({info['activation_gib']:.1f} GiB of activations estimated)")
+        info = _checkpointing(run_folder(out, r.model, r.seed))
+        if info.get("auto") and r.model not in auto:  # named once: its seeds share one activation size
+            auto[r.model] = f"{r.model} ({info['activation_gib']:.1f} GiB of activations estimated)"
     if not auto:
         return ""
     return (
-        "Activation checkpointing was turned on by itself for " + "; ".join(auto) + ": the same "
+        "Activation checkpointing was turned on by itself for " + "; ".join(auto.values()) + ": the same "
         "training, recomputing each segment of blocks in the backward pass instead of keeping it."
     )
 
@@ -91,7 +122,7 @@ def write_report(
     doc = Document(
         title=TITLE, intro=[_recipe(cfg), _checkpointing_note(results, out)], command=command,
         findings=verdict(results) + lesion_verdict(lesions or []), header=header, rows=rows,
-        classes=["residual" if r.residual else "plain" for r in results], table_note=TABLE_NOTE,
+        classes=["residual" if g[0].residual else "plain" for g in by_model(results)], table_note=TABLE_NOTE,
         figures=figures, titles=TITLES, captions=CAPTIONS, page_title=f"{TITLE} ({cfg.dataset})",
     )  # fmt: skip
     return write_documents(out, doc, [r.summary() for r in results])

@@ -57,6 +57,9 @@ class TrainConfig:
     sync_bn: bool = False  # BatchNorm over the global batch across processes (CUDA)
     init_from: str | None = None  # torchvision/timm-layout weights to start from
     train_subset: int | None = None  # train on a seeded random subset of this many images
+    # Hold this many training images out (the same ones for every seed) and report val_error on
+    # them: what a learning rate is chosen by, so the test set is never looked at for it.
+    val_split: int | None = None
     workers: int | None = None  # decoding processes of a streamed dataset; None: the cores left over
     resize_from: int | None = None  # progressive resizing: the first epochs' crop, growing to the full size
     log: list[str] = field(default_factory=list)  # loggers beside metrics.jsonl: tensorboard
@@ -77,7 +80,7 @@ class TrainConfig:
         if self.epochs is not None and self.iterations is not None:
             raise ResnetsError("give --epochs or --iterations, not both")
         for name in ("epochs", "iterations", "eval_every", "checkpoint_every", "train_subset", "grad_every",
-                     "resize_from"):  # fmt: skip
+                     "resize_from", "val_split"):  # fmt: skip
             if getattr(self, name) is not None:
                 _positive_int(name, getattr(self, name))
         _positive_int("keep_checkpoints", self.keep_checkpoints)

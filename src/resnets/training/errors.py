@@ -9,7 +9,11 @@ from ..errors import ResnetsError
 
 
 class Diverged(ResnetsError):
-    """The loss became NaN or infinite."""
+    """The loss became NaN or infinite (at ``step``, counted from 1)."""
+
+    def __init__(self, message: str, step: int | None = None) -> None:
+        super().__init__(message)
+        self.step = step
 
 
 class Interrupted(ResnetsError):

@@ -15,6 +15,8 @@ from .config import TrainConfig
 from .schedules import resolution_at
 
 Loader = TensorLoader | StreamLoader
+# The held-out images do not depend on the run's seed: every member of a sweep is judged on the same ones.
+VAL_SEED = 0
 
 
 @dataclass
@@ -25,6 +27,11 @@ class Loaders:
     test: Loader
     train_images: int
     info: dict[str, Any]
+    val: Loader | None = None  # --val-split: training images held out for choosing settings
+
+    def all(self) -> list[Loader]:
+        """Every loader of the run (to close them)."""
+        return [x for x in (self.train, self.test, self.val) if x is not None]
 
 
 def make_loaders(
@@ -32,7 +39,8 @@ def make_loaders(
 ) -> Loaders:
     """Per-rank training batches of ``batch_size / world`` images and whole-batch test passes."""
     rank_batch = cfg.batch_size // world
-    train_split = data.train.subset(cfg.train_subset, cfg.seed) if cfg.train_subset else data.train
+    train_split, val_split = held_out(data, cfg.val_split)
+    train_split = train_split.subset(cfg.train_subset, cfg.seed) if cfg.train_subset else train_split
     # The memory format is set once the fast path is chosen (set_channels_last).
     common = {"mean": data.mean, "std": data.std, "device": device, "channels_last": bool(cfg.channels_last)}
     info: dict[str, Any] = {"kind": "memory", "reason": getattr(data, "loader_reason", "built in")}
@@ -53,12 +61,24 @@ def make_loaders(
             seed=cfg.seed, shard=(rank, world), **common,
         )  # fmt: skip
         test = TensorLoader(data.test, cfg.batch_size, **common)
+    val = TensorLoader(val_split, cfg.batch_size, **common) if val_split is not None else None
+    if val_split is not None:
+        info["val_images"] = len(val_split)
     if len(train) == 0:
         raise ResnetsError(
             f"batch size {cfg.batch_size} is larger than the training set "
             f"({len(train_split)} images); lower --batch-size"
         )
-    return Loaders(train, test, len(train_split), info)
+    return Loaders(train, test, len(train_split), info, val)
+
+
+def held_out(data: Dataset | StreamedDataset, n: int | None) -> tuple[Any, Any]:
+    """(training split, validation split or None): ``n`` training images held out, seeded by VAL_SEED."""
+    if n is None:
+        return data.train, None
+    if isinstance(data, StreamedDataset):
+        raise ResnetsError("--val-split needs an in-memory dataset; a streamed one has a validation folder")
+    return data.train.split_off(n, VAL_SEED)
 
 
 def plan_resolutions(loader: Loader, cfg: TrainConfig, epochs: int, final: int) -> list[int] | None:

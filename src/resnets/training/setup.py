@@ -84,7 +84,7 @@ def decide(
         cfg, model, shape, data.num_classes, micro_batch, plan.total * cfg.accumulate, ctx, saved
     )
     memory, fast = fit_in_memory(model, cfg, ckpt, shape, micro_batch, fast, ctx.device)
-    for loader in (loaders.train, loaders.test):
+    for loader in loaders.all():
         loader.channels_last = fast.channels_last
     resolved = {
         "num_classes": data.num_classes, "image_shape": list(data.image_shape),

@@ -88,21 +88,32 @@ class RunResult:
     metrics: dict[str, Any]
     model: nn.Module = field(repr=False)
     already_finished: bool = False  # resumed after its last step: nothing was trained
+    finished: bool = True  # False when stopped early at ``until`` (checkpointed there, no final weights)
 
 
-def train(cfg: TrainConfig, resume: bool = False, progress: bool = True) -> RunResult:
-    """Train ``cfg.model`` on ``cfg.dataset``, writing the run directory ``cfg.out``."""
+def train(
+    cfg: TrainConfig, resume: bool = False, progress: bool = True, until: int | None = None
+) -> RunResult:
+    """Train ``cfg.model`` on ``cfg.dataset``, writing the run directory ``cfg.out``.
+
+    ``until``: stop after this many steps of the planned run, evaluated and checkpointed there, so
+    a later ``resume`` continues it exactly (how a sweep's successive halving trains in rungs).
+    """
     cfg.validate()
+    if until is not None and until < 1:
+        raise ResnetsError(f"until must be a positive number of steps, got {until}")
     ctx = distributed.setup(resolve_device(cfg.device))
     try:
         # One writer per run directory: a job submitted twice stops here, naming the holder.
         with exclusive(cfg.out) if ctx.main else contextlib.nullcontext():
-            return _train(cfg, ctx, resume, progress and ctx.main)
+            return _train(cfg, ctx, resume, progress and ctx.main, until)
     finally:
         distributed.teardown(ctx)
 
 
-def _train(cfg: TrainConfig, ctx: distributed.Context, resume: bool, progress: bool) -> RunResult:
+def _train(
+    cfg: TrainConfig, ctx: distributed.Context, resume: bool, progress: bool, until: int | None
+) -> RunResult:
     run_dir = Path(cfg.out)
     checkpoint = _check_start(cfg, ctx, resume)
     saved = read_resolved(run_dir) if checkpoint is not None else None
@@ -117,11 +128,15 @@ def _train(cfg: TrainConfig, ctx: distributed.Context, resume: bool, progress: b
     state = restore(learner, *checkpoint) if checkpoint is not None else State()
     if state.step >= setup.plan.total:  # finished, where a damaged config.json could not tell before
         return _already_finished(cfg, state.step, learner.eval_model, ctx)
-    _loop(setup, learner, state, progress, resumed=checkpoint is not None)
-    if ctx.main:
+    stop_at = setup.plan.total if until is None else min(until, setup.plan.total)
+    _loop(setup, learner, state, progress, resumed=checkpoint is not None, stop_at=stop_at)
+    finished = state.step >= setup.plan.total
+    if ctx.main and finished:
         _save_final(setup.cfg, learner.eval_model)
     distributed.barrier(ctx)
-    return RunResult(run_dir, state.step, state.metrics, learner.eval_model)
+    if not state.metrics and checkpoint is not None:  # resumed at ``until`` itself: its record is logged
+        state.metrics = last_metrics(run_dir, state.step) if ctx.main else {}
+    return RunResult(run_dir, state.step, state.metrics, learner.eval_model, finished=finished)
 
 
 def _check_start(
@@ -153,8 +168,8 @@ def _check_start(
     return state, path
 
 
-def _loop(setup: Setup, learner: Learner, state: State, progress: bool, resumed: bool) -> None:
-    """Train from ``state.step`` to the end of the plan: step, sync, evaluate, checkpoint."""
+def _loop(setup: Setup, learner: Learner, state: State, progress: bool, resumed: bool, stop_at: int) -> None:
+    """Train from ``state.step`` to ``stop_at`` (the plan's end or before): step, sync, evaluate, save."""
     cfg, ctx, plan = setup.cfg, setup.ctx, setup.plan
     logs = RunLogs(setup.run_dir, state.step, ctx.main, cfg.log)
     bar = Progress(plan.total, state.step, cfg.model, progress, steps_per_epoch=plan.steps_per_epoch)
@@ -166,13 +181,13 @@ def _loop(setup: Setup, learner: Learner, state: State, progress: bool, resumed:
     learner.model.train()
     try:
         with sigint.installed():
-            for step in range(state.step, plan.total):
+            for step in range(state.step, stop_at):
                 x, y = next(batches)
                 t0 = time.perf_counter()
                 figures, stop = _train_step(setup, learner, step, x, y, sigint)
                 state.pending.append(figures)
                 state.step = step + 1
-                last = state.step == plan.total
+                last = state.step == stop_at  # the plan's end, or where the caller stops it
                 evaluate_now = state.step % plan.eval_every == 0 or last
                 checkpoint_now = ctx.main and (state.step % plan.checkpoint_every == 0 or last or stop)
                 show = bar.due(state.step)
@@ -202,7 +217,7 @@ def _loop(setup: Setup, learner: Learner, state: State, progress: bool, resumed:
         batches.close()
         bar.close()
         logs.close()
-        for loader in (setup.loaders.train, setup.loaders.test):
+        for loader in setup.loaders.all():
             loader.close()
 
 
@@ -257,7 +272,8 @@ def _sync(setup: Setup, state: State, logs: RunLogs) -> None:
             kept = f"; the last good checkpoint is {last[0]}" if last else ""
             raise Diverged(
                 f"loss became {loss} at step {figures.step + 1}{kept}; "
-                f"lower the learning rate (--lr {setup.cfg.lr:g} now) or add --warmup"
+                f"lower the learning rate (--lr {setup.cfg.lr:g} now) or add --warmup",
+                step=figures.step + 1,
             )
         if figures.grads is not None:
             logs.gradients(figures.step, *figures.grads)
@@ -269,14 +285,20 @@ def _evaluate(setup: Setup, learner: Learner, state: State, logs: RunLogs) -> No
     """Test loss and error of the weights evaluated, with the training sums since the last evaluation."""
     cfg, plan = setup.cfg, setup.plan
     if setup.ctx.main:  # rank 0 holds the same weights as every rank
-        test_loss, test_error = evaluate(
-            learner.eval_model, setup.loaders.test, setup.fast.precision, flip_tta=setup.eval_flip,
-            translate_tta=cfg.eval_translate,
-        )  # fmt: skip
+
+        def measure(loader: Loader) -> tuple[float, float]:
+            return evaluate(
+                learner.eval_model, loader, setup.fast.precision, flip_tta=setup.eval_flip,
+                translate_tta=cfg.eval_translate,
+            )  # fmt: skip
+
+        test_loss, test_error = measure(setup.loaders.test)
         r = state.running
+        held = setup.loaders.val
+        val = dict(zip(("val_loss", "val_error"), measure(held), strict=True)) if held is not None else {}
         state.metrics = {
             "step": state.step, "epoch": round(state.step / plan.steps_per_epoch, 4),
-            "train_loss": r.loss / r.seen, "train_error": r.wrong / r.seen,
+            "train_loss": r.loss / r.seen, "train_error": r.wrong / r.seen, **val,
             "test_loss": test_loss, "test_error": test_error,
             "lr": lr_at(state.step - 1, plan.total, cfg.lr, cfg.schedule, plan.warmup),
             "time": round(state.elapsed, 3), "images_per_s": round(r.seen / max(r.seconds, 1e-9), 1),

@@ -1,0 +1,150 @@
+"""What a sweep saves: N separate `resnets train` runs against one `resnets sweep`, same members, one run.
+
+    python benchmarks/sweep.py speedup [--model resnet20] [--epochs 4] [--sizes 1 2 4 8 16]
+    python benchmarks/sweep.py halving [--models plain56 resnet56] [--lrs 0.0125 0.025 0.05 0.1 0.2]
+
+speedup: for each N, the summed wall time of N separate `resnets train` commands (lr varied over
+a grid, seeds beyond it) divided by the wall time of the `resnets sweep` command making the same N
+members. halving: per model, the full grid of lrs x 3 seeds as separate runs, against
+`resnets sweep --prune halving` over the same grid: the speed-up and whether both choose the same
+lr (mean validation error over seeds). Every command is timed whole, start-up included, on
+warm caches (the fast-path trial and the digits arrays are measured before the timing starts).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+from resnets.training.autotune import device_name
+
+RECIPE = ["--dataset", "digits", "--schedule", "onecycle", "--batch-size", "128", "--quiet"]
+GRID = [0.025, 0.05, 0.1, 0.2, 0.4, 0.8, 0.0125, 1.6]  # lrs in the order members take them
+
+
+def _run(args: list[str]) -> float:
+    """Wall seconds of one `resnets` command (it must succeed)."""
+    t0 = time.perf_counter()
+    proc = subprocess.run([sys.executable, "-m", "resnets", *args], capture_output=True, text=True)
+    if proc.returncode:
+        raise SystemExit(f"resnets {' '.join(args)} failed: {proc.stderr.strip()}")
+    return time.perf_counter() - t0
+
+
+def _members(n: int) -> list[tuple[float, int]]:
+    """(lr, seed) of N members: the lr grid first, then more seeds of it."""
+    return [(GRID[i % len(GRID)], i // len(GRID)) for i in range(n)]
+
+
+def speedup(model: str, epochs: int, sizes: list[int], root: Path) -> list[dict]:
+    """Separate runs vs one sweep for each N."""
+    common = ["--model", model, "--epochs", str(epochs), *RECIPE]
+    _run(["train", *common, "--out", str(root / "warm")])  # fills the trial cache: both sides start warm
+    rows = []
+    for n in sizes:
+        members = _members(n)
+        separate = sum(
+            _run(["train", *common, "--lr", str(lr), "--seed", str(seed), "--out", str(root / f"sep{n}-{i}")])
+            for i, (lr, seed) in enumerate(members)
+        )  # fmt: skip
+        lrs = sorted({lr for lr, _ in members}, key=GRID.index)
+        seeds = max(seed for _, seed in members) + 1
+        if len(lrs) * seeds != n:  # the sweep is a full grid: only sizes that make one are compared
+            continue
+        swept = _run(
+            ["sweep", *common, "--lr", *map(str, lrs), "--seeds", str(seeds), "--out", str(root / f"sw{n}")]
+        )
+        rows.append({"members": n, "separate_s": round(separate, 1), "sweep_s": round(swept, 1),
+                     "speedup": round(separate / swept, 2)})  # fmt: skip
+        print(json.dumps(rows[-1]), flush=True)
+    return rows
+
+
+def _grid_run(args: list[str], out: Path) -> float:
+    """One separate run's wall time; with --root, a run finished by an earlier call is not run again."""
+    record = out / "wall_s.txt"
+    if record.exists():
+        return float(record.read_text())
+    seconds = _run(args)
+    record.write_text(f"{seconds}\n")
+    return seconds
+
+
+def _val_errors(folder: Path) -> float:
+    metrics = [json.loads(x) for x in (folder / "metrics.jsonl").read_text().splitlines() if x.strip()]
+    return metrics[-1]["val_error"]
+
+
+def halving(models: list[str], lrs: list[float], seeds: int, epochs: int, val: int, root: Path) -> list[dict]:
+    """The full grid as separate runs against the pruned sweep: time and the lr each chooses."""
+    rows = []
+    for model in models:
+        common = ["--model", model, "--val-split", str(val), "--weight-decay", "5e-4", *RECIPE]
+        _run(["train", *common, "--iterations", "2", "--out", str(root / f"warm-{model}"), "--resume"])
+        common += ["--epochs", str(epochs)]
+        grid, t_grid = {}, 0.0
+        for lr in lrs:
+            for seed in range(seeds):
+                out = root / f"grid-{model}-{lr}-{seed}"
+                t_grid += _grid_run(
+                    ["train", *common, "--lr", str(lr), "--seed", str(seed), "--out", str(out)], out
+                )
+                grid.setdefault(lr, []).append(_val_errors(out))
+        means = {lr: statistics.fmean(v) for lr, v in grid.items()}
+        full_choice = min(means, key=means.get)
+        out = root / f"halving-{model}"
+        t_sweep = _run(["sweep", *common, "--lr", *map(str, lrs), "--seeds", str(seeds), "--prune", "halving",
+                        "--out", str(out)])  # fmt: skip
+        chosen = json.loads((out / "sweep.json").read_text())["chosen"]
+        step = abs(lrs.index(chosen["lr"]) - lrs.index(full_choice))
+        rows.append({
+            "model": model, "grid_runs": len(lrs) * seeds, "grid_s": round(t_grid, 1),
+            "halving_s": round(t_sweep, 1), "speedup": round(t_grid / t_sweep, 2), "grid_choice": full_choice,
+            "halving_choice": chosen["lr"], "grid_steps_apart": step,
+            "val_error_at_grid_choice": round(means[full_choice], 4),
+            "val_error_at_halving_choice": round(means[chosen["lr"]], 4),
+        })  # fmt: skip
+        print(json.dumps(rows[-1]), flush=True)
+    return rows
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    sub = p.add_subparsers(dest="part", required=True)
+    s = sub.add_parser("speedup")
+    s.add_argument("--model", default="resnet20")
+    s.add_argument("--epochs", type=int, default=4)
+    s.add_argument("--sizes", type=int, nargs="+", default=[1, 2, 4, 8, 16])
+    h = sub.add_parser("halving")
+    h.add_argument("--models", nargs="+", default=["plain56", "resnet56"])
+    h.add_argument("--lrs", type=float, nargs="+", default=[0.0125, 0.025, 0.05, 0.1, 0.2])
+    h.add_argument("--seeds", type=int, default=3)
+    h.add_argument("--epochs", type=int, default=9)
+    h.add_argument("--val-split", type=int, default=300)
+    p.add_argument("--json", help="also write the rows to this file")
+    p.add_argument(
+        "--root", help="keep the runs here (halving: finished grid runs are reused) instead of a temp dir"
+    )
+    args = p.parse_args()
+    print(f"machine: {device_name(__import__('torch').device('cpu'))}", flush=True)
+    with tempfile.TemporaryDirectory(prefix="sweep-bench-") as tmp:
+        root = Path(args.root or tmp)
+        if args.part == "speedup":
+            rows = speedup(args.model, args.epochs, args.sizes, root)
+        else:
+            for old in root.glob("halving-*"):  # the sweep itself is always timed afresh
+                shutil.rmtree(old)
+            rows = halving(args.models, args.lrs, args.seeds, args.epochs, args.val_split, root)
+    if args.json:
+        Path(args.json).write_text(json.dumps(rows, indent=1) + "\n")
+
+
+if __name__ == "__main__":
+    main()
