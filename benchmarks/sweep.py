@@ -58,11 +58,13 @@ def speedup(model: str, epochs: int, sizes: list[int], root: Path) -> list[dict]
         seeds = max(seed for _, seed in members) + 1
         if len(lrs) * seeds != n:  # the sweep is a full grid: only sizes that make one are compared
             continue
-        swept = _run(
-            ["sweep", *common, "--lr", *map(str, lrs), "--seeds", str(seeds), "--out", str(root / f"sw{n}")]
-        )
-        rows.append({"members": n, "separate_s": round(separate, 1), "sweep_s": round(swept, 1),
-                     "speedup": round(separate / swept, 2)})  # fmt: skip
+        grid = ["sweep", *common, "--lr", *map(str, lrs), "--seeds", str(seeds)]
+        one = _run([*grid, "--processes", "1", "--out", str(root / f"one{n}")])
+        swept = _run([*grid, "--out", str(root / f"sw{n}")])  # the measured choice (cached trial)
+        workers = json.loads((root / f"sw{n}" / "workers.json").read_text())["processes"]
+        rows.append({"members": n, "separate_s": round(separate, 1), "one_process_s": round(one, 1),
+                     "one_process_speedup": round(separate / one, 2), "auto_processes": workers,
+                     "auto_s": round(swept, 1), "speedup": round(separate / swept, 2)})  # fmt: skip
         print(json.dumps(rows[-1]), flush=True)
     return rows
 

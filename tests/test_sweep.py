@@ -5,6 +5,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import math
+import os
 import signal
 import subprocess
 import sys
@@ -18,6 +19,8 @@ from safetensors.torch import load_file
 
 from resnets.experiments.halving import promote, rungs, work
 from resnets.experiments.sweep import Member, SweepConfig, collect, run_sweep
+from resnets.io import exclusive
+from resnets.io.lock import FolderBusy
 from resnets.training import TrainConfig
 from resnets.training.checkpoint import list_checkpoints
 
@@ -43,20 +46,23 @@ def _rows(out: Path) -> dict[str, dict]:
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("model", ["resnet20", "plain20"])
-def test_member_equals_the_same_settings_trained_alone(tmp_path: Path, model: str) -> None:
-    # The second member is trained after the first in the same process: nothing may leak between them.
-    common = ["--model", model, *SMALL, "--iterations", "20", "--eval-every", "10", "--shortcut", "A"]
-    if model.startswith("plain"):
-        common = common[:-2]
-    sweep = run_cli(
-        "sweep", *common, "--lr", "0.05", "0.2", "--weight-decay", "5e-4", "--out", str(tmp_path / "s")
-    )
+@pytest.mark.parametrize(("model", "processes"), [("resnet20", "1"), ("plain20", "1"), ("resnet20", "2")])
+def test_member_equals_the_same_settings_trained_alone(tmp_path: Path, model: str, processes: str) -> None:
+    # The second member is trained after the first in the same process: nothing may leak between
+    # them. With two processes each trains with one thread, as `OMP_NUM_THREADS=1 resnets train`.
+    common = ["--model", model, *SMALL, "--iterations", "20", "--eval-every", "10", "--lr"]
+    if model.startswith("resnet"):
+        common = ["--shortcut", "A", *common]
+    sweep = run_cli("sweep", *common, "0.05", "0.2", "--weight-decay", "5e-4", "--processes", processes,
+                    "--out", str(tmp_path / "s"))  # fmt: skip
     assert sweep.returncode == 0, sweep.stderr
+    env = {**os.environ, "OMP_NUM_THREADS": "1"} if processes == "2" else None
     alone = run_cli(
-        "train", *common, "--lr", "0.2", "--weight-decay", "5e-4", "--out", str(tmp_path / "alone")
+        "train", *common, "0.2", "--weight-decay", "5e-4", "--out", str(tmp_path / "alone"), env=env
     )
     assert alone.returncode == 0, alone.stderr
+    workers = json.loads((tmp_path / "s" / "workers.json").read_text())
+    assert workers["processes"] == int(processes)
     member = tmp_path / "s" / "lr0.2_wd0.0005_seed0"
     _assert_close(_weights(member), _weights(tmp_path / "alone"))
     ours = json.loads((member / "config.json").read_text())
@@ -69,6 +75,8 @@ def test_member_equals_the_same_settings_trained_alone(tmp_path: Path, model: st
     rows = _rows(tmp_path / "s")
     assert set(rows) == {"lr0.05_wd0.0005_seed0", "lr0.2_wd0.0005_seed0"}
     assert rows["lr0.05_wd0.0005_seed0"]["lr"] == 0.05 and rows["lr0.2_wd0.0005_seed0"]["status"] == "done"
+    if processes == "2":
+        return
     # The other commands take a member as the run it is.
     evaluated = run_cli("eval", "--run", str(member), "--json", "--precision", "fp32")
     assert evaluated.returncode == 0, evaluated.stderr
@@ -80,7 +88,7 @@ def test_member_equals_the_same_settings_trained_alone(tmp_path: Path, model: st
 def test_a_diverging_member_is_masked_and_the_others_go_on(tmp_path: Path) -> None:
     base = TrainConfig(model="plain20", dataset="digits", batch_size=32, iterations=12, precision="fp32",
                        channels_last=False, eval_every=6, val_split=100)  # fmt: skip
-    cfg = SweepConfig(base, lrs=[0.05, 1e6], weight_decays=[1e-4], seeds=[0, 1], out=str(tmp_path / "s"))
+    cfg = SweepConfig(base, [0.05, 1e6], [1e-4], [0, 1], out=str(tmp_path / "s"), processes=1)
     result = run_sweep(cfg, progress=False, log=lambda _: None)
     assert result.complete
     rows = {(r["lr"], r["seed"]): r for r in result.rows}
@@ -163,21 +171,31 @@ def test_shards_fill_one_folder_and_the_last_writes_the_sweep(tmp_path: Path) ->
 
 @pytest.mark.slow
 def test_sigkill_mid_sweep_then_resume_is_exact(tmp_path: Path) -> None:
+    # Two processes: the kill must take the members' processes with it, and the resume keep the split.
     args = ["sweep", "--model", "resnet20", *SMALL, "--iterations", "30", "--checkpoint-every", "2",
-            "--eval-every", "10", "--lr", "0.05", "0.1"]  # fmt: skip
+            "--eval-every", "10", "--lr", "0.05", "0.1", "--processes", "2"]  # fmt: skip
     straight = run_cli(*args, "--out", str(tmp_path / "straight"))
     assert straight.returncode == 0, straight.stderr
     out = tmp_path / "killed"
     proc = subprocess.Popen([sys.executable, "-m", "resnets", *args, "--out", str(out)],
                             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)  # fmt: skip
-    # Progress, not the clock, says when: the second member's first checkpoint.
-    second = out / "lr0.1_wd0.0001_seed0"
+    # Progress, not the clock, says when: a checkpoint of each member (they train side by side).
+    members = [out / "lr0.05_wd0.0001_seed0", out / "lr0.1_wd0.0001_seed0"]
     deadline = time.monotonic() + HANG_GUARD
-    while not list_checkpoints(second) and proc.poll() is None:
+    while not all(list_checkpoints(m) for m in members) and proc.poll() is None:
         assert time.monotonic() < deadline
         time.sleep(0.005)
     proc.send_signal(signal.SIGKILL)
     proc.wait()
+    for member in members:  # the members' processes die with the sweep: their folders come free, unfinished
+        while True:
+            try:
+                with exclusive(member):
+                    break
+            except FolderBusy:
+                assert time.monotonic() < deadline
+                time.sleep(0.01)
+        assert not (member / "model.safetensors").exists(), "a member's process outlived the sweep"
     assert not (out / "sweep.json").exists(), "the sweep finished before the kill"
     refused = run_cli(*args, "--out", str(out))
     assert_clean_error(refused, "--resume")
@@ -273,3 +291,25 @@ def test_precise_bn_averages_the_statistics_of_the_current_weights_on_a_copy() -
     assert torch.allclose(calibrated[1].running_mean, features.mean((0, 2, 3)), atol=1e-5)
     assert torch.equal(model[1].running_mean, before)  # the run's own model is left alone
     assert not calibrated.training
+
+
+def test_process_count_follows_the_measured_trial_and_is_cached(monkeypatch, tmp_path: Path) -> None:
+    from resnets.experiments import sweep_workers
+
+    monkeypatch.setenv("RESNETS_CACHE_DIR", str(tmp_path))
+    monkeypatch.setattr(torch, "get_num_threads", lambda: 2)
+    calls = []
+
+    def fake(base, shape, classes, batch):
+        calls.append(base.model)
+        rate = 13.0 if base.model == "resnet20" else 10.2  # two processes: 1.30x, then 1.02x
+        return {"threads": 2, "one_process_steps_per_s": 10.0, "processes_steps_per_s": rate}
+
+    monkeypatch.setattr(sweep_workers, "measure", fake)
+    shape = (1, 8, 8)
+    assert sweep_workers.choose_processes(TrainConfig(model="resnet20"), 8, shape, 10)["processes"] == 2
+    assert sweep_workers.choose_processes(TrainConfig(model="resnet20"), 8, shape, 10)["processes"] == 2
+    assert calls == ["resnet20"]  # the second sweep reads the cached trial
+    assert sweep_workers.choose_processes(TrainConfig(model="plain20"), 8, shape, 10)["processes"] == 1
+    assert sweep_workers.choose_processes(TrainConfig(model="resnet20"), 3, shape, 10)["processes"] == 1
+    assert sweep_workers.choose_processes(TrainConfig(model="resnet20"), 5, shape, 10)["processes"] == 2

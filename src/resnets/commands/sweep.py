@@ -33,6 +33,9 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument(
         "--eta", type=int, default=2, help="halving keeps 1/eta of the candidates per rung (default 2)"
     )
+    p.add_argument("--processes", default="auto", metavar="N|auto",
+                   help="CPU: one-thread processes training members side by side (default auto: "
+                   "measured on this machine, kept on resume)")  # fmt: skip
     p.add_argument("--shard", default="0/1", metavar="I/N",
                    help="train the I-th of N slices of the members (0-based; an array job)")  # fmt: skip
     p.add_argument("--collect", action="store_true", default=False,
@@ -55,6 +58,15 @@ def _shard(text: str) -> tuple[int, int]:
         raise ResnetsError(f"--shard takes I/N (e.g. 0/4), got {text!r}") from None
 
 
+def _processes(text: str) -> int | None:
+    if text == "auto":
+        return None
+    try:
+        return int(text)
+    except ValueError:
+        raise ResnetsError(f"--processes takes a number or auto, got {text!r}") from None
+
+
 def run_sweep_command(args: argparse.Namespace) -> int:
     """Train the members (or collect them), write sweep.json and the report, print the table."""
     from ..experiments.sweep import SweepConfig, collect, run_sweep
@@ -69,14 +81,14 @@ def run_sweep_command(args: argparse.Namespace) -> int:
     if args.seeds < 1:
         raise ResnetsError(f"--seeds must be a positive integer, got {args.seeds}")
     given = {k: v for k, v in vars(args).items() if k not in ("lr", "weight_decay")}
-    for key in ("seeds", "prune", "eta", "shard", "collect", "seed"):
+    for key in ("seeds", "prune", "eta", "shard", "collect", "seed", "processes"):
         given.pop(key, None)
     base, _, _ = train_command.config_from_args(argparse.Namespace(**{**given, "resume": False, "out": out}))
     lrs = list(getattr(args, "lr", None) or [base.lr])
     decays = list(getattr(args, "weight_decay", None) or [base.weight_decay])
     cfg = SweepConfig(
         base, lrs, decays, list(range(args.seed, args.seed + args.seeds)), out, args.prune, args.eta,
-        _shard(args.shard),
+        _shard(args.shard), _processes(args.processes),
     ).validate()  # fmt: skip
     result = run_sweep(cfg, resume=args.resume, progress=not args.quiet)
     if os.environ.get("RANK", "0") != "0":  # torchrun: rank 0 reports

@@ -1,12 +1,13 @@
 """`resnets sweep`: one net trained at several learning rates, weight decays and seeds, each a run of its own.
 
 Each member is an ordinary run directory (DIR/<member>/, as `resnets train` writes it), trained by
-the same ``train`` function in this one process, one member after another: process start-up,
+the same ``train`` function, members one after another in one process: process start-up,
 imports, data loading and the fast-path trial are paid once per sweep instead of once per run,
-and a member is equal to the run `resnets train` makes with its settings (tests hold it to that).
-On the 2-core CPUs this project meets, training side by side does not pay (see docs/performance.md:
-grouped-convolution fusion ran at 0.44-1.23x the separate members, and two one-thread processes
-at 1.15x one two-thread process); fusing members on a GPU is not built yet.
+and a member equals the run `resnets train` makes with its settings (tests hold it to that).
+On a CPU, where a short trial finds several one-thread processes faster than one process with
+every thread (sweep_workers.py), the members are split over that many processes instead; each
+member then equals `OMP_NUM_THREADS=1 resnets train` with its settings. Fusing members into one
+set of kernels, which pays on a GPU, is not built yet.
 
 With ``prune="halving"`` the (lr, weight decay) grid is searched with the first seed by successive
 halving on the validation error (each rung's BatchNorm statistics recomputed over training
@@ -20,122 +21,36 @@ import dataclasses
 import json
 import math
 import os
-import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from ..errors import ResnetsError
 from ..io import atomic_write_text, exclusive
-from ..models import get_spec
-from ..training import RunResult, TrainConfig, train
+from ..training import RunResult, train
 from ..training.checkpoint import WEIGHTS_FILE, list_checkpoints
 from ..training.errors import Diverged
 from .halving import Rung, promote, rungs
 from .runner import say
+from .sweep_collect import SweepResult, collect
+from .sweep_config import (
+    MEMBER_FILE,
+    RUNGS_FILE,
+    SETTINGS_FILE,
+    WORKERS_FILE,
+    Member,
+    SweepConfig,
+    main_process,
+    read_json,
+)  # fmt: skip
+from .sweep_workers import run_in_processes
 
-SETTINGS_FILE = "sweep-settings.json"
-SWEEP_FILE = "sweep.json"
-MEMBER_FILE = "member.json"  # a member's row once it is done, diverged or pruned
-RUNGS_FILE = "rungs.json"  # a halving candidate's validation error at each rung it reached
-PRUNERS = ("none", "halving")
-MECHANISM = "one process, members in turn"
 # A rung ranks by validation error, then loss: early in a run several members may sit at chance
 # (the same error), and the loss still orders them.
 Score = tuple[float, float]
 PRECISE_BN_IMAGES = 2048  # training images a rung's BN statistics are averaged over
 DIVERGED: Score = (math.nan, math.nan)
 Log = Callable[[str], None]
-
-
-@dataclass(frozen=True)
-class Member:
-    """One run of a sweep: its swept settings and its folder's name."""
-
-    lr: float
-    weight_decay: float
-    seed: int
-
-    @property
-    def name(self) -> str:
-        """The member's folder name, e.g. lr0.1_wd0.0005_seed0."""
-        return f"lr{self.lr:g}_wd{self.weight_decay:g}_seed{self.seed}"
-
-
-@dataclass
-class SweepConfig:
-    """A sweep: the settings every member shares, and the axes it sweeps."""
-
-    base: TrainConfig  # every member's settings, with its own lr, weight decay, seed and folder
-    lrs: list[float]
-    weight_decays: list[float]
-    seeds: list[int]
-    out: str = "runs/sweep"
-    prune: str = "none"  # "halving": successive halving of the (lr, decay) grid on val_error
-    eta: int = 2  # halving keeps 1/eta of the candidates at each rung
-    shard: tuple[int, int] = (0, 1)  # (index, count): this process trains members index, index+count, ...
-
-    def validate(self) -> SweepConfig:
-        """Check the axes and the settings; raise a one-line ResnetsError."""
-        self.base.validate()
-        get_spec(self.base.model)  # an unknown model fails before the folder is written
-        for name, values in (("lr", self.lrs), ("weight-decay", self.weight_decays), ("seeds", self.seeds)):
-            if not values:
-                raise ResnetsError(f"--{name} needs at least one value")
-            if len(set(values)) != len(values):
-                raise ResnetsError(f"--{name} repeats a value: {values}")
-        for lr in self.lrs:
-            TrainConfig(lr=lr).validate()
-        for wd in self.weight_decays:
-            TrainConfig(weight_decay=wd).validate()
-        if self.prune not in PRUNERS:
-            raise ResnetsError(f"unknown --prune {self.prune!r}; choose {', '.join(PRUNERS)}")
-        if not isinstance(self.eta, int) or self.eta < 2:
-            raise ResnetsError(f"--eta must be an integer >= 2, got {self.eta!r}")
-        index, count = self.shard
-        if not 0 <= index < count:
-            raise ResnetsError(f"--shard I/N needs 0 <= I < N, got {index}/{count}")
-        if self.prune == "halving":
-            if not self.base.val_split:
-                raise ResnetsError("--prune halving chooses on held-out images: add --val-split N")
-            if "WORLD_SIZE" in os.environ and os.environ["WORLD_SIZE"] != "1":
-                raise ResnetsError("--prune halving runs in one process: start it without torchrun")
-            if count > 1:
-                raise ResnetsError(
-                    "--prune halving needs every member's score at each rung, so it runs on one machine; "
-                    "use --prune none to spread a sweep with --shard"
-                )
-        return self
-
-    def members(self) -> list[Member]:
-        """Every member of the full grid, seeds innermost."""
-        return [Member(lr, wd, s) for lr in self.lrs for wd in self.weight_decays for s in self.seeds]
-
-    def member_config(self, member: Member) -> TrainConfig:
-        """The TrainConfig of one member: ``resnets train`` with these settings makes the same run."""
-        out = str(Path(self.out) / member.name)
-        return dataclasses.replace(
-            self.base, lr=member.lr, weight_decay=member.weight_decay, seed=member.seed, out=out
-        )
-
-    def settings(self) -> dict[str, Any]:
-        """What a resumed sweep must share with the one it continues (its shard may differ)."""
-        base = json.loads(self.base.to_json())
-        for key in ("lr", "weight_decay", "seed", "out", "device"):
-            base.pop(key)
-        return {"base": base, "lrs": self.lrs, "weight_decays": self.weight_decays, "seeds": self.seeds,
-                "prune": self.prune, "eta": self.eta}  # fmt: skip
-
-
-@dataclass
-class SweepResult:
-    """Every member's row and the setting the sweep chose."""
-
-    rows: list[dict[str, Any]]
-    chosen: dict[str, Any] | None
-    complete: bool  # every member is done, diverged or pruned (else other shards are still going)
-    extra: dict[str, Any] = field(default_factory=dict)
 
 
 def run_sweep(cfg: SweepConfig, resume: bool = False, progress: bool = True, log: Log = say) -> SweepResult:
@@ -145,11 +60,14 @@ def run_sweep(cfg: SweepConfig, resume: bool = False, progress: bool = True, log
     index, count = cfg.shard
     holder = out if count == 1 else out / f".shard-{index}-of-{count}"
     # Under torchrun every process runs the sweep and each member is a DDP run; rank 0 alone writes.
-    with exclusive(holder, "sweep") if _main_process() else contextlib.nullcontext():
-        if _main_process():
+    with exclusive(holder, "sweep") if main_process() else contextlib.nullcontext():
+        if main_process():
             _check_settings(out, cfg, resume)
+        processes = _processes(cfg, log) if main_process() else 1
         if cfg.prune == "halving":
             _halving(cfg, progress, log)
+        elif processes > 1:
+            run_in_processes(cfg, processes)
         else:
             mine = cfg.members()[index::count]
             for i, member in enumerate(mine, 1):
@@ -157,13 +75,33 @@ def run_sweep(cfg: SweepConfig, resume: bool = False, progress: bool = True, log
                 log(f"[{i}/{len(mine)}] {member.name}: {status or 'training'}")
                 if status is None:
                     _train_member(cfg, member, until=None, progress=progress)
-    if not _main_process():
+    if not main_process():
         return SweepResult([], None, complete=False)
     return collect(cfg.out)
 
 
-def _main_process() -> bool:
-    return os.environ.get("RANK", "0") == "0"
+def _processes(cfg: SweepConfig, log: Log) -> int:
+    """This sweep's process count: decided once (measured, or --processes), kept on resume in workers.json."""
+    if cfg.prune == "halving" or cfg.shard[1] > 1 or "WORLD_SIZE" in os.environ:
+        return 1  # rungs need every score in one place; a shard or a DDP rank is a process already
+    path = Path(cfg.out) / WORKERS_FILE
+    if path.exists():
+        return int(read_json(path).get("processes", 1))
+    from ..data import load_dataset
+    from ..training.device import resolve_device
+    from .sweep_workers import choose_processes
+
+    if resolve_device(cfg.base.device).type != "cpu":
+        decision = {"processes": 1, "why": "one process per GPU: fusing members there is not built"}
+    elif cfg.processes is not None:
+        decision = {"processes": min(cfg.processes, len(cfg.members())), "why": "--processes"}
+    else:
+        data = load_dataset(cfg.base.dataset, cfg.base.data_dir, **cfg.base.dataset_options)
+        decision = choose_processes(cfg.base, len(cfg.members()), tuple(data.image_shape), data.num_classes)
+    atomic_write_text(path, json.dumps(decision, indent=1) + "\n")
+    if decision["processes"] > 1:
+        log(f"training in {decision['processes']} one-thread processes side by side ({decision['why']})")
+    return int(decision["processes"])
 
 
 def _check_settings(out: Path, cfg: SweepConfig, resume: bool) -> None:
@@ -179,7 +117,7 @@ def _check_settings(out: Path, cfg: SweepConfig, resume: bool) -> None:
         return
     if not resume and cfg.shard[1] == 1:
         raise ResnetsError(f"{out} already holds a sweep; pass --resume to continue it or use another --out")
-    saved = _read_json(path)
+    saved = read_json(path)
     for key, value in settings.items():
         if saved.get(key) != value:
             what = f"--{key}" if key != "base" else _first_difference(saved.get("base") or {}, value)
@@ -194,21 +132,9 @@ def _first_difference(saved: dict[str, Any], now: dict[str, Any]) -> str:
     return f"--{key.replace('_', '-')} ({now.get(key)!r}, was {saved.get(key)!r})"
 
 
-def _read_json(path: Path) -> dict[str, Any]:
-    try:
-        data = json.loads(path.read_text())
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
-        raise ResnetsError(
-            f"{path} is damaged ({type(e).__name__}); remove it or use another --out"
-        ) from None
-    if not isinstance(data, dict):
-        raise ResnetsError(f"{path} is damaged (not a JSON object); remove it or use another --out")
-    return data
-
-
 def _status(cfg: SweepConfig, member: Member) -> str | None:
     path = Path(cfg.member_config(member).out) / MEMBER_FILE
-    return f"{_read_json(path)['status']}, loading" if path.exists() else None
+    return f"{read_json(path)['status']}, loading" if path.exists() else None
 
 
 def _train_member(cfg: SweepConfig, member: Member, until: int | None, progress: bool) -> RunResult | None:
@@ -244,7 +170,7 @@ def _write_row(
         "seconds": metrics.get("time"), "diverged": status == "diverged",
         "step_diverged": steps if status == "diverged" else None, "why": diverged,
     }  # fmt: skip
-    if _main_process():
+    if main_process():
         atomic_write_text(folder / MEMBER_FILE, json.dumps(row, indent=1) + "\n")
     return row
 
@@ -276,11 +202,11 @@ def _rung_score(cfg: SweepConfig, member: Member, rung: Rung, progress: bool, lo
     """The member's (val error, val loss) at the rung's step, trained there now or read from rungs.json."""
     folder = Path(cfg.member_config(member).out)
     path = folder / RUNGS_FILE
-    scores = _read_json(path) if path.exists() else {}
+    scores = read_json(path) if path.exists() else {}
     if str(rung.step) in scores:
         value = scores[str(rung.step)]
         return DIVERGED if value is None else (float(value[0]), float(value[1]))
-    if (folder / MEMBER_FILE).exists() and _read_json(folder / MEMBER_FILE)["status"] == "diverged":
+    if (folder / MEMBER_FILE).exists() and read_json(folder / MEMBER_FILE)["status"] == "diverged":
         return DIVERGED
     log(f"rung {rung.index + 1}: {member.name} to step {rung.step}")
     result = _train_member(cfg, member, until=rung.step, progress=progress)
@@ -338,53 +264,3 @@ def _run_length(cfg: SweepConfig) -> tuple[int, int]:
     if per_epoch == 0:
         raise ResnetsError(f"batch size {base.batch_size} is larger than the training set ({images} images)")
     return total_steps(base, per_epoch), per_epoch
-
-
-def collect(out: str | Path) -> SweepResult:
-    """Every member's row from its folder; sweep.json written once every member is in."""
-    out = Path(out)
-    if not (out / SETTINGS_FILE).exists():
-        raise ResnetsError(f"{out} holds no sweep ({SETTINGS_FILE} missing)")
-    settings = _read_json(out / SETTINGS_FILE)
-    cfg = _from_settings(settings, out)
-    rows, missing = [], []
-    for member in cfg.members():
-        path = out / member.name / MEMBER_FILE
-        if path.exists():
-            rows.append(_read_json(path))
-        elif cfg.prune == "none":
-            missing.append(member.name)
-    complete = not missing and (cfg.prune == "none" or _halving_complete(cfg, rows))
-    chosen = choose(rows) if complete else None
-    result = SweepResult(rows, chosen, complete, {"mechanism": MECHANISM, "settings": settings})
-    if complete:
-        record = {"settings": settings, "mechanism": MECHANISM, "chosen": chosen, "members": rows,
-                  "written": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}  # fmt: skip
-        atomic_write_text(out / SWEEP_FILE, json.dumps(record, indent=1) + "\n")
-    return result
-
-
-def _halving_complete(cfg: SweepConfig, rows: list[dict[str, Any]]) -> bool:
-    """Every grid candidate has its row (done, pruned or diverged), and the survivor has every seed's."""
-    return len(rows) == len(cfg.lrs) * len(cfg.weight_decays) + len(cfg.seeds) - 1
-
-
-def _from_settings(settings: dict[str, Any], out: Path) -> SweepConfig:
-    base = TrainConfig.from_dict({**settings["base"], "out": str(out)}, source=str(out / SETTINGS_FILE))
-    return SweepConfig(
-        base, list(settings["lrs"]), list(settings["weight_decays"]), list(settings["seeds"]), str(out),
-        settings["prune"], settings["eta"],
-    )  # fmt: skip
-
-
-def choose(rows: list[dict[str, Any]]) -> dict[str, Any] | None:
-    """The (lr, weight decay) with the lowest mean validation error over its finished seeds."""
-    groups: dict[tuple[float, float], list[float]] = {}
-    for r in rows:
-        if r["status"] == "done" and r.get("val_error") is not None:
-            groups.setdefault((r["lr"], r["weight_decay"]), []).append(r["val_error"])
-    if not groups:
-        return None
-    (lr, wd), vals = min(groups.items(), key=lambda kv: sum(kv[1]) / len(kv[1]))
-    return {"lr": lr, "weight_decay": wd, "val_error_mean": sum(vals) / len(vals), "seeds": len(vals),
-            "by": "lowest mean validation error over seeds (held-out training images)"}  # fmt: skip
