@@ -46,3 +46,22 @@ def test_torchrun_two_processes_match_single_process_on_the_same_global_batch(tm
                              capture_output=True, text=True, timeout=HANG_GUARD, env=env)  # fmt: skip
     assert resumed.returncode == 0, resumed.stderr[-2000:]
     assert json.loads((tmp_path / "ddp" / "metrics.jsonl").read_text().splitlines()[-1])["step"] == 12
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(TORCHRUN is None, reason="torchrun not installed beside this Python")
+def test_a_sweep_under_torchrun_trains_each_member_as_a_ddp_run(tmp_path: Path) -> None:
+    # Every rank runs the sweep; each member is a DDP run of both; rank 0 alone writes the sweep's files.
+    out = tmp_path / "sweep"
+    args = ["sweep", "--model", "resnet20", "--dataset", "digits", "--iterations", "4", "--batch-size", "64",
+            "--precision", "fp32", "--lr", "0.05", "0.1", "--quiet", "--out", str(out)]  # fmt: skip
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    ddp = subprocess.run([TORCHRUN, "--nproc_per_node=2", "-m", "resnets", *args], capture_output=True,
+                         text=True, timeout=HANG_GUARD, env=env)  # fmt: skip
+    assert ddp.returncode == 0, ddp.stderr[-2000:]
+    rows = json.loads((out / "sweep.json").read_text())["members"]
+    assert sorted((r["lr"], r["status"], r["steps"]) for r in rows) == [(0.05, "done", 4), (0.1, "done", 4)]
+    for r in rows:
+        resolved = json.loads((out / r["member"] / "config.json").read_text())["resolved"]
+        assert resolved["processes"] == 2
+        assert len((out / r["member"] / "metrics.jsonl").read_text().splitlines()) == 1

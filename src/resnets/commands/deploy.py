@@ -17,7 +17,7 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
         "--format", required=True, choices=["onnx", "pt2", "torchscript"],
         help="onnx (torch.export-based; needs resnets[export]), pt2 (torch.export), torchscript (legacy)",
     )  # fmt: skip
-    e.add_argument("--output", required=True, help="file to write")
+    e.add_argument("--output", "--out", dest="output", required=True, help="file to write")
     e.add_argument("--no-fold", action="store_true", help="keep BatchNorm layers as they are")
     e.add_argument("--opset", type=int, default=18, help="ONNX opset (default 18)")
     e.set_defaults(func=run_export)
@@ -25,9 +25,12 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("predict", help="top-k classes of image files with a run's model")
     p.add_argument("--run", required=True, help="run directory written by `resnets train`")
     p.add_argument("images", nargs="+", help="image files (any format Pillow reads)")
-    p.add_argument("--top-k", type=int, default=5)
-    p.add_argument("--format", choices=["text", "json"], default="text")
-    p.add_argument("--device", default="cpu")
+    p.add_argument("--top-k", type=int, default=5, help="classes listed per image (default 5)")
+    p.add_argument("--format", choices=["text", "json"], default="text", help="text (default) or json")
+    p.add_argument(
+        "--json", dest="format", action="store_const", const="json", help="the same as --format json"
+    )
+    p.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:N (default auto)")
     p.add_argument("--precision", default="auto", help="auto (bf16 if native, else fp32), fp32, bf16, fp16")
     p.set_defaults(func=run_predict)
 

@@ -52,14 +52,17 @@ def recipe_flags(p: argparse.ArgumentParser, config: type, epochs: bool = True) 
     if epochs:
         p.add_argument("--epochs", type=int, default=default("epochs"),
                        help=f"epochs per model (default {default('epochs')})")  # fmt: skip
-    p.add_argument("--batch-size", type=int, default=default("batch_size"))
+    p.add_argument("--batch-size", type=int, default=default("batch_size"),
+                   help=f"images per step (default {default('batch_size')})")  # fmt: skip
     p.add_argument("--lr", type=float, default=default("lr"),
                    help=f"peak learning rate (default {default('lr')})")  # fmt: skip
     schedules = _choices(default("schedule"), ("onecycle", "paper", "cosine", "constant"))
     p.add_argument("--schedule", default=default("schedule"), help=schedules)
-    p.add_argument("--weight-decay", type=float, default=default("weight_decay"))
+    p.add_argument("--weight-decay", type=float, default=default("weight_decay"),
+                   help=f"L2 weight decay (default {default('weight_decay')})")  # fmt: skip
     p.add_argument("--precision", default=default("precision"),
-                   help="auto (bf16 if native, else fp32), fp32, bf16, fp16")  # fmt: skip
+                   help="auto (the faster of fp32 and bf16 in a short trial on this machine, cached), "
+                   "fp32, bf16, fp16")  # fmt: skip
     p.add_argument("--channels-last", action=argparse.BooleanOptionalAction, default=default("channels_last"),
                    help="NHWC layout")  # fmt: skip
     p.add_argument("--train-subset", type=int, help="train on a seeded subset of this many images")
@@ -71,7 +74,7 @@ def recipe_flags(p: argparse.ArgumentParser, config: type, epochs: bool = True) 
         p.add_argument("--seed", type=int, default=default("seed"), help="the first seed (default 0)")
     elif "seed" in fields:
         p.add_argument("--seed", type=int, default=default("seed"))
-    p.add_argument("--device", default=default("device"))
+    p.add_argument("--device", default=default("device"), help="auto, cpu, cuda, cuda:N (default auto)")
     p.add_argument("--quiet", action="store_true", help="no per-model progress bars")
 
 
@@ -94,8 +97,8 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
     le.add_argument("--draws", type=int, default=5, help="random block sets per k (default 5)")
     le.add_argument("--max-k", type=int, help="delete up to this many random blocks (default all)")
     le.add_argument("--precision", default="auto", help="auto (bf16 if native, else fp32), fp32, bf16")
-    le.add_argument("--device", default="auto")
-    le.add_argument("--seed", type=int, default=0)
+    le.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:N (default auto)")
+    le.add_argument("--seed", type=int, default=0, help="seed of the random block sets (default 0)")
     le.add_argument("--json", action="store_true", help="print the results as JSON")
     le.set_defaults(func=run_lesion)
 

@@ -79,7 +79,7 @@ def _optimiser_flags(p: argparse.ArgumentParser) -> None:
     p.add_argument("--accumulate", type=int, help="micro-batches per step (gradient accumulation)")
     p.add_argument("--lr", type=float, help="peak learning rate" + _default("lr"))
     p.add_argument("--momentum", type=float, help="SGD momentum" + _default("momentum"))
-    p.add_argument("--nesterov", action="store_true", help="Nesterov momentum")
+    p.add_argument("--nesterov", action=ONOFF, help="Nesterov momentum")
     p.add_argument("--weight-decay", type=float, help="L2 weight decay" + _default("weight_decay"))
     p.add_argument(
         "--no-decay-on-norm-and-bias", action="store_true", help="no weight decay on BN and biases"
@@ -106,7 +106,7 @@ def _optimiser_flags(p: argparse.ArgumentParser) -> None:
         action=argparse.BooleanOptionalAction,
         help="reset the weights to a slow average every 5 steps",
     )
-    p.add_argument("--sync-bn", action="store_true", help="BatchNorm over the global batch (torchrun, CUDA)")
+    p.add_argument("--sync-bn", action=ONOFF, help="BatchNorm over the global batch (torchrun, CUDA)")
     p.add_argument("--init-from", help="torchvision/timm-layout weights (.pth or .safetensors) to start from")
 
 
@@ -130,7 +130,7 @@ def _speed_flags(p: argparse.ArgumentParser) -> None:
 
 def _model_flags(p: argparse.ArgumentParser) -> None:
     p.add_argument("--shortcut", choices=["A", "B", "C"], help="shortcut option (residual nets)")
-    p.add_argument("--zero-init-residual", action="store_true", help="zero each block's last BN gamma")
+    p.add_argument("--zero-init-residual", action=ONOFF, help="zero each block's last BN gamma")
     p.add_argument("--width", type=float, help="width multiplier")
     p.add_argument(
         "--drop-path", type=float, help="stochastic depth: drop probability of the last block (paper: 0.5)"
@@ -142,7 +142,7 @@ def _model_flags(p: argparse.ArgumentParser) -> None:
                    "dirac, lsuv")  # fmt: skip
     p.add_argument("--dropout", type=float, dest="drop_rate", help="dropout between a block's convolutions")
     p.add_argument("--unit", help="basic (default), highway (plain nets), fixup, skipinit, rezero (residual)")
-    p.add_argument("--long-skip", action="store_true", help="one skip over each stage (plain nets)")
+    p.add_argument("--long-skip", action=ONOFF, help="one skip over each stage (plain nets)")
 
 
 def _data_flags(p: argparse.ArgumentParser) -> None:
@@ -207,12 +207,21 @@ def _eval_parser(sub: argparse._SubParsersAction) -> None:
     e.add_argument("--std", type=float, nargs="+", help="with --weights: input std (default: publisher's)")
     e.add_argument("--dataset", help="another dataset with the same classes (default: the run's)")
     e.add_argument("--data-dir", help="folder holding that dataset's files")
-    e.add_argument("--split", choices=["test", "train"], default="test")
-    e.add_argument("--batch-size", type=int, default=256)
-    e.add_argument("--device", default="auto")
-    e.add_argument("--tta", action="store_true", help="average with horizontally flipped images")
     e.add_argument(
-        "--tta-translate", action="store_true", help="also with copies shifted one pixel (6 views with --tta)"
+        "--split", choices=["test", "train"], default="test", help="split to evaluate (default test)"
+    )
+    e.add_argument("--batch-size", type=int, default=256, help="images per forward pass (default 256)")
+    e.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:N (default auto)")
+    # train's names for the same views (--eval-flip, --eval-translate) are accepted too
+    e.add_argument("--tta", "--eval-flip", dest="tta", action=ONOFF, default=False,
+                   help="average with horizontally flipped images")  # fmt: skip
+    e.add_argument(
+        "--tta-translate",
+        "--eval-translate",
+        dest="tta_translate",
+        action=ONOFF,
+        default=False,
+        help="also with copies shifted one pixel (6 views with --tta)",
     )
     e.add_argument("--precision", default="auto", help="auto (bf16 if native, else fp32), fp32, bf16, fp16")
     e.add_argument("--json", action="store_true", help="print JSON")
@@ -244,6 +253,9 @@ def config_from_args(args: argparse.Namespace) -> tuple[Any, bool, bool]:
         given["decay_for"] = _decay_patterns(given["decay_for"])
     # The model's own flags go to create_model: the registry's option names (no TrainConfig field shares one).
     model_flags = {k: given.pop(k) for k in model_options() if k in given}
+    for key in ("init", "act", "unit", "norm"):  # the studies' arm names spell them with hyphens
+        if isinstance(model_flags.get(key), str):
+            model_flags[key] = model_flags[key].replace("-", "_")
     dataset_flags = {k: given.pop(k) for k in ("image_size", "test_size", "loader") if k in given}
     if model_flags:
         given["model_options"] = model_flags
