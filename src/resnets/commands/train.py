@@ -107,6 +107,8 @@ def _optimiser_flags(p: argparse.ArgumentParser) -> None:
         help="reset the weights to a slow average every 5 steps",
     )
     p.add_argument("--sync-bn", action=ONOFF, help="BatchNorm over the global batch (torchrun, CUDA)")
+    p.add_argument("--bn-group", type=int, metavar="N",
+                   help="BatchNorm statistics over groups of N images (paper-cifar: 64)")  # fmt: skip
     p.add_argument("--init-from", help="torchvision/timm-layout weights (.pth or .safetensors) to start from")
 
 

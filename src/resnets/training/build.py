@@ -15,6 +15,7 @@ from ..models import Network, create_model
 from ..models.interop import load_pretrained
 from . import distributed
 from .config import TrainConfig
+from .ghost_bn import use_ghost_batchnorm
 from .loaders import first_batch
 from .memory import CheckpointingChoice, choose_checkpointing, keep_freed_blocks, map_checkpointed_activations
 from .step import FastPath
@@ -96,6 +97,8 @@ def place_model(
         load_pretrained(model, cfg.init_from)
     if cfg.sync_bn:
         model = distributed.sync_batchnorm(model, ctx)
+    if cfg.bn_group:
+        model = use_ghost_batchnorm(model, cfg.bn_group)
     model = model.to(ctx.device)
     if channels_last:
         model = model.to(memory_format=torch.channels_last)

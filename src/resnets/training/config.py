@@ -55,6 +55,9 @@ class TrainConfig:
     keep_checkpoints: int = 2
     grad_every: int | None = None  # record per-layer gradient norms every N steps (gradients.jsonl)
     sync_bn: bool = False  # BatchNorm over the global batch across processes (CUDA)
+    bn_group: int | None = (
+        None  # BatchNorm statistics over groups of this many images (the paper's 2 GPUs: 64)
+    )
     init_from: str | None = None  # torchvision/timm-layout weights to start from
     train_subset: int | None = None  # train on a seeded random subset of this many images
     # Hold this many training images out (the same ones for every seed) and report val_error on
@@ -80,7 +83,7 @@ class TrainConfig:
         if self.epochs is not None and self.iterations is not None:
             raise ResnetsError("give --epochs or --iterations, not both")
         for name in ("epochs", "iterations", "eval_every", "checkpoint_every", "train_subset", "grad_every",
-                     "resize_from", "val_split"):  # fmt: skip
+                     "resize_from", "val_split", "bn_group"):  # fmt: skip
             if getattr(self, name) is not None:
                 _positive_int(name, getattr(self, name))
         _positive_int("keep_checkpoints", self.keep_checkpoints)
@@ -120,6 +123,8 @@ class TrainConfig:
             raise ResnetsError(f"unknown schedule {self.schedule!r}; choose one of {', '.join(SCHEDULES)}")
         if self.precision not in PRECISIONS:
             raise ResnetsError(f"unknown precision {self.precision!r}; choose one of {', '.join(PRECISIONS)}")
+        if self.bn_group is not None and self.sync_bn:
+            raise ResnetsError("--bn-group and --sync-bn ask for opposite things: choose one")
         if self.nesterov and self.momentum == 0:
             raise ResnetsError("nesterov needs momentum > 0")
         if not _is_int(self.seed) or not 0 <= self.seed < 2**63:

@@ -149,6 +149,12 @@ def _check_start(
             f"batch-size {cfg.batch_size} must divide into {ctx.world} processes "
             f"x {cfg.accumulate} micro-batches"
         )
+    micro_batch = cfg.batch_size // (ctx.world * cfg.accumulate)
+    if cfg.bn_group and micro_batch % cfg.bn_group:
+        raise ResnetsError(
+            f"--bn-group {cfg.bn_group} must divide the {micro_batch} images each forward pass sees "
+            f"(batch-size {cfg.batch_size} over {ctx.world} process(es) x {cfg.accumulate} micro-batch(es))"
+        )
     get_spec(cfg.model)  # an unknown model fails here, before any data is read
     check_loggers(cfg.log)
     run_dir = Path(cfg.out)
