@@ -61,3 +61,17 @@ def test_one_name_works_across_commands() -> None:
     assert parse(["predict", "--run", "r", "x.png"]).device == "auto"
     cfg, _, _ = config_from_args(parse(["train", "--init", "he-fan-in", "--act", "leaky-relu"]))
     assert cfg.model_options == {"init": "he_fan_in", "act": "leaky_relu"}
+
+
+def test_a_run_without_out_gets_a_folder_of_its_own(tmp_path, monkeypatch, capsys) -> None:
+    from resnets.errors import ResnetsError
+
+    monkeypatch.chdir(tmp_path)
+    parse = build_parser().parse_args
+    first, _, _ = config_from_args(parse(["train", "--model", "plain20"]))
+    assert first.out.startswith("runs/plain20-digits-") and "writing the run to" in capsys.readouterr().out
+    (tmp_path / first.out).mkdir(parents=True)
+    second, _, _ = config_from_args(parse(["train", "--model", "plain20"]))
+    assert second.out != first.out and not (tmp_path / second.out).exists()
+    with pytest.raises(ResnetsError, match="--resume needs --out"):
+        config_from_args(parse(["train", "--resume"]))

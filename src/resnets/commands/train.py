@@ -6,6 +6,7 @@ import argparse
 import dataclasses
 import json
 import sys
+import time
 from pathlib import Path
 from typing import Any
 
@@ -48,7 +49,9 @@ def _run_flags(p: argparse.ArgumentParser) -> None:
     p.add_argument("--recipe", help=f"start from a named recipe ({', '.join(RECIPES)}); flags override it")
     p.add_argument("--config", help="JSON file of settings (config.json's keys); flags override it")
     p.add_argument("--model", help="model name (see `resnets models`)" + _default("model"))
-    p.add_argument("--out", help="run directory" + _default("out"))
+    p.add_argument(
+        "--out", help="run directory (default runs/MODEL-DATASET-DATE-TIME, never an existing one)"
+    )
     p.add_argument("--resume", action="store_true", help="continue the run in --out from its last checkpoint")
     length = p.add_mutually_exclusive_group()
     length.add_argument("--epochs", type=int, help=f"passes over the training set (default {DEFAULT_EPOCHS})")
@@ -268,6 +271,11 @@ def config_from_args(args: argparse.Namespace) -> tuple[Any, bool, bool]:
     recipe = given.pop("recipe", None)
     if recipe is not None:
         given = apply_recipe(recipe, given)
+    if "out" not in given:
+        if resume:
+            raise ResnetsError("--resume needs --out: the run directory to continue")
+        given["out"] = fresh_run_dir(given.get("model", "resnet20"), given.get("dataset", "digits"))
+        print(f"resnets: writing the run to {given['out']}", flush=True)  # stdout: stderr is for errors
     if not resume:
         return TrainConfig(**given).validate(), False, quiet
     saved = resume_config(given)
@@ -278,6 +286,16 @@ def config_from_args(args: argparse.Namespace) -> tuple[Any, bool, bool]:
     cfg = TrainConfig(**given).validate()
     print(f"resnets: no run in {Path(cfg.out)} yet; starting it", file=sys.stderr)
     return cfg, False, quiet
+
+
+def fresh_run_dir(model: str, dataset: str, root: str = "runs") -> str:
+    """runs/<model>-<dataset>-<date>-<time>, with -2, -3, ... where that folder exists already."""
+    stem = Path(root) / f"{model}-{dataset}-{time.strftime('%Y%m%d-%H%M%S')}"
+    folder, n = stem, 1
+    while folder.exists():
+        n += 1
+        folder = stem.with_name(f"{stem.name}-{n}")
+    return str(folder)
 
 
 def _decay_patterns(items: list[str]) -> dict[str, float]:

@@ -27,8 +27,9 @@ from typing import Any
 
 from ..errors import ResnetsError
 from ..io import atomic_write_text, exclusive
-from ..training import RunResult, train
+from ..training import RunResult, distributed, train
 from ..training.checkpoint import WEIGHTS_FILE, list_checkpoints
+from ..training.device import resolve_device
 from ..training.errors import Diverged
 from .halving import Rung, promote, rungs
 from .runner import say
@@ -56,6 +57,15 @@ Log = Callable[[str], None]
 def run_sweep(cfg: SweepConfig, resume: bool = False, progress: bool = True, log: Log = say) -> SweepResult:
     """Train this shard's members (or load them), then write sweep.json when every member is in."""
     cfg.validate()
+    # Under torchrun the processes join one group for the whole sweep; each member is a DDP run in it.
+    ctx = distributed.setup(resolve_device(cfg.base.device))
+    try:
+        return _run_sweep(cfg, resume, progress, log)
+    finally:
+        distributed.teardown(ctx)
+
+
+def _run_sweep(cfg: SweepConfig, resume: bool, progress: bool, log: Log) -> SweepResult:
     out = Path(cfg.out)
     index, count = cfg.shard
     holder = out if count == 1 else out / f".shard-{index}-of-{count}"
@@ -88,7 +98,6 @@ def _processes(cfg: SweepConfig, log: Log) -> int:
     if path.exists():
         return int(read_json(path).get("processes", 1))
     from ..data import load_dataset
-    from ..training.device import resolve_device
     from .sweep_workers import choose_processes
 
     if resolve_device(cfg.base.device).type != "cpu":

@@ -23,7 +23,7 @@ class TrainConfig:
     model: str = "resnet20"
     dataset: str = "digits"
     data_dir: str | None = None
-    out: str = "runs/run"
+    out: str = "runs/run"  # the command line gives each run its own folder (commands/train.py)
     epochs: int | None = None  # give epochs or iterations; neither means 15 epochs
     iterations: int | None = None
     batch_size: int = 128  # the global batch: split over processes and micro-batches

@@ -24,6 +24,9 @@ class Context:
     rank: int = 0
     world: int = 1
     device: torch.device = field(default_factory=lambda: torch.device("cpu"))
+    # Whether this context joined the process group (and so leaves it): a sweep joins once for
+    # all its members, since leaving and joining again between runs can hang on the rendezvous.
+    owns_group: bool = False
 
     @property
     def main(self) -> bool:
@@ -50,9 +53,10 @@ def setup(device: torch.device) -> Context:
     if device.type == "cuda":
         device = torch.device("cuda", local_rank)
         torch.cuda.set_device(device)
-    if not dist.is_initialized():
+    owns = not dist.is_initialized()
+    if owns:
         dist.init_process_group("nccl" if device.type == "cuda" else "gloo")
-    return Context(rank=rank, world=world, device=device)
+    return Context(rank=rank, world=world, device=device, owns_group=owns)
 
 
 def all_sum(values: torch.Tensor, ctx: Context) -> torch.Tensor:
@@ -70,7 +74,7 @@ def barrier(ctx: Context) -> None:
 
 def teardown(ctx: Context) -> None:
     """Leave the process group."""
-    if ctx.distributed and dist.is_initialized():
+    if ctx.distributed and ctx.owns_group and dist.is_initialized():
         dist.destroy_process_group()
 
 
