@@ -44,7 +44,7 @@ def _fake_timings(monkeypatch: pytest.MonkeyPatch, table: dict[str, float], call
             return table["compile_warmup"], table["compile"]
         return table[f"{precision}/{layout}"], table[f"{precision}/{layout}"]
 
-    monkeypatch.setattr(autotune, "_step_seconds", fake)
+    monkeypatch.setattr(autotune, "step_seconds", fake)
 
 
 def test_fast_path_is_measured_cached_and_overridable(monkeypatch, tmp_path: Path) -> None:

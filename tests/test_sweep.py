@@ -132,6 +132,56 @@ def test_halving_prunes_and_its_survivor_equals_an_unpruned_run(tmp_path: Path) 
     assert again.rows == result.rows
 
 
+@pytest.mark.parametrize("prune", ["halving", "first-seed"])
+def test_a_survivor_that_diverges_late_hands_over_to_the_best_finite_setting(
+    prune: str, tmp_path: Path, monkeypatch
+) -> None:
+    import resnets.experiments.sweep as sweep
+
+    # Scores by lr at each rung step: the two highest rates lead early, then diverge.
+    nan = (math.nan, math.nan)
+    table = {0.4: {8: (0.1, 1.0), 16: nan, 32: nan}, 0.2: {8: (0.2, 1.0), 16: nan, 32: nan},
+             0.05: {8: (0.3, 1.0), 16: (0.3, 1.0), 32: (0.25, 1.0)},
+             0.01: {8: (0.5, 1.0), 16: (0.5, 1.0), 32: (0.45, 1.0)}}  # fmt: skip
+    trained: list[tuple[float, int, int | None]] = []
+    monkeypatch.setattr(sweep, "_run_length", lambda cfg: (32, 8))
+    monkeypatch.setattr(sweep, "_rung_score", lambda cfg, m, rung, progress, log: table[m.lr][rung.step])
+    monkeypatch.setattr(sweep, "_prune", lambda *args: None)
+    monkeypatch.setattr(sweep, "_status", lambda cfg, m: None)
+    monkeypatch.setattr(
+        sweep, "_train_member", lambda cfg, m, until, progress: trained.append((m.lr, m.seed, until))
+    )
+    base = TrainConfig(model="resnet20", val_split=100)
+    cfg = SweepConfig(base, [0.01, 0.05, 0.2, 0.4], [5e-4], [0, 1], out=str(tmp_path / "s"), prune=prune)
+    lines: list[str] = []
+    sweep._search(cfg, progress=False, log=lines.append)
+    assert trained == [(0.05, 1, None)]  # the other seed goes to the best setting that stayed finite
+    if prune == "halving":
+        assert any("the best setting left" in line for line in lines)
+
+
+@pytest.mark.slow
+def test_a_resumed_search_may_add_rates_and_seeds_but_halving_may_not(tmp_path: Path) -> None:
+    base = TrainConfig(model="resnet20", dataset="digits", batch_size=64, epochs=1, train_subset=256,
+                       precision="fp32", channels_last=False, val_split=200, schedule="onecycle")  # fmt: skip
+    out = str(tmp_path / "s")
+    quiet = {"progress": False, "log": lambda _: None}
+    first = run_sweep(
+        SweepConfig(base, [0.05], [5e-4], [0], out=out, prune="first-seed"), resume=True, **quiet
+    )
+    assert first.complete and first.chosen["lr"] == 0.05
+    before = (tmp_path / "s" / "lr0.05_wd0.0005_seed0" / "member.json").stat().st_mtime_ns
+    grown = SweepConfig(base, [0.05, 0.4], [5e-4], [0, 1], out=out, prune="first-seed")
+    wider = run_sweep(grown, resume=True, **quiet)
+    assert wider.complete and {(r["lr"], r["seed"]) for r in wider.rows} >= {(0.05, 0), (0.4, 0)}
+    assert (tmp_path / "s" / "lr0.05_wd0.0005_seed0" / "member.json").stat().st_mtime_ns == before  # kept
+    winner = wider.chosen["lr"]
+    assert {r["seed"] for r in wider.rows if r["lr"] == winner} == {0, 1}
+    with pytest.raises(Exception, match="--lrs differs"):
+        run_sweep(SweepConfig(base, [0.05, 0.4, 0.8], [5e-4], [0, 1], out=out, prune="halving"), resume=True,
+                  **quiet)  # fmt: skip
+
+
 def test_halving_rungs_keep_a_fraction_and_end_at_the_full_run() -> None:
     schedule = rungs(5, 99, eta=2, step_unit=11)
     assert [(r.keep, r.step) for r in schedule] == [(5, 22), (2, 44), (1, 99)]

@@ -286,3 +286,17 @@ def test_tensorboard_log_mirrors_the_metrics_and_a_resume_drops_the_lost_steps(t
     metrics = [json.loads(x) for x in (run / "metrics.jsonl").read_text().splitlines()]
     assert logged == [(m["step"], pytest.approx(m["test_error"])) for m in metrics]
     assert [s for s, _ in logged] == [2, 4, 6]
+
+
+@pytest.mark.slow
+def test_log_every_writes_training_rows_between_rare_evaluations(tmp_path: Path) -> None:
+    out = tmp_path / "run"
+    proc = run_cli("train", "--model", "resnet20", *FAST, "--train-subset", "256", "--epochs", "3",
+                   "--final-eval-only", "--log-every", "8", "--precision", "fp32",
+                   "--out", str(out))  # fmt: skip
+    assert proc.returncode == 0, proc.stderr
+    rows = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in rows] == [8, 16, 24]  # a row per epoch of 8 steps, the last evaluated
+    assert all("test_error" not in r and 0 <= r["train_error"] <= 1 for r in rows[:-1])
+    assert "test_error" in rows[-1] and rows[-1]["epoch"] == 3
+    assert_clean_error(run_cli("train", *FAST, "--log-every", "0", "--out", str(tmp_path / "x")), "log-every")

@@ -54,8 +54,9 @@ def recipe_flags(p: argparse.ArgumentParser, config: type, epochs: bool = True) 
                        help=f"epochs per model (default {default('epochs')})")  # fmt: skip
     p.add_argument("--batch-size", type=int, default=default("batch_size"),
                    help=f"images per step (default {default('batch_size')})")  # fmt: skip
-    p.add_argument("--lr", type=float, default=default("lr"),
-                   help=f"peak learning rate (default {default('lr')})")  # fmt: skip
+    if "lr" in {f.name for f in dataclasses.fields(config)}:  # the remedies study searches a grid instead
+        p.add_argument("--lr", type=float, default=default("lr"),
+                       help=f"peak learning rate (default {default('lr')})")  # fmt: skip
     schedules = _choices(default("schedule"), ("onecycle", "paper", "cosine", "constant"))
     p.add_argument("--schedule", default=default("schedule"), help=schedules)
     p.add_argument("--weight-decay", type=float, default=default("weight_decay"),
@@ -94,7 +95,12 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
     le.add_argument("--run", required=True, action="append", dest="runs",
                     help="run directory (repeat: a residual net and its plain twin)")  # fmt: skip
     le.add_argument("--out", help="folder for lesion.json and lesion.png (default RUN/lesion)")
-    le.add_argument("--draws", type=int, default=5, help="random block sets per k (default 5)")
+    le.add_argument(
+        "--draws",
+        type=int,
+        default=10,
+        help="random block sets per k: a mean over fewer moves too much to show a trend (default 10)",
+    )
     le.add_argument("--max-k", type=int, help="delete up to this many random blocks (default all)")
     le.add_argument("--precision", default="auto", help="auto (bf16 if native, else fp32), fp32, bf16")
     le.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:N (default auto)")

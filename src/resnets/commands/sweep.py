@@ -27,9 +27,10 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
         "--seeds", type=int, default=1, help="seeds per setting: --seed, --seed+1, ... (default 1)"
     )
     p.add_argument("--seed", type=int, default=0, help="the first seed (default 0)")
-    p.add_argument("--prune", default="none", choices=["none", "halving"],
-                   help="halving: successive halving of the lr/decay grid on --val-split images at the "
-                   "first seed; only the chosen setting gets the other seeds")  # fmt: skip
+    p.add_argument("--prune", default="none", choices=["none", "halving", "first-seed"],
+                   help="none (default): every member in full; halving: successive halving of the lr/decay "
+                   "grid on --val-split images at the first seed; first-seed: the whole grid at the first "
+                   "seed. With either, only the chosen setting gets the other seeds")  # fmt: skip
     p.add_argument(
         "--eta", type=int, default=2, help="halving keeps 1/eta of the candidates per rung (default 2)"
     )

@@ -14,6 +14,11 @@ from ..errors import ResnetsError
 
 S = argparse.SUPPRESS  # only flags the user gave reach the config; the rest keep its defaults
 ONOFF = argparse.BooleanOptionalAction  # --x / --no-x: a recipe's switch can be turned off
+# Repeatable PATTERN=VALUE flags: the setting, and how to give it (what a malformed one is told).
+PATTERN_FLAGS = (
+    ("decay_for", "--decay-for takes PATTERN=DECAY (e.g. 'layer3.*=5e-3')"),
+    ("lr_scale_for", "--lr-scale-for takes PATTERN=SCALE (e.g. '*.bias=0.1')"),
+)
 
 
 def _default(name: str) -> str:
@@ -57,6 +62,9 @@ def _run_flags(p: argparse.ArgumentParser) -> None:
     length.add_argument("--epochs", type=int, help=f"passes over the training set (default {DEFAULT_EPOCHS})")
     length.add_argument("--iterations", type=int, help="optimisation steps instead of epochs")
     p.add_argument("--eval-every", type=int, help="steps between evaluations (default: each epoch)")
+    p.add_argument("--log-every", type=int,
+                   help="steps between rows of training loss and error alone in metrics.jsonl, no "
+                   "evaluation (default: a row at each evaluation only)")  # fmt: skip
     p.add_argument(
         "--checkpoint-every", type=int, help="steps between checkpoints (default: each evaluation)"
     )
@@ -94,6 +102,11 @@ def _optimiser_flags(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--decay-for", action="append", metavar="PATTERN=DECAY",
         help="weight decay of parameters whose names match PATTERN (e.g. 'layer3.*=5e-3'); repeatable",
+    )  # fmt: skip
+    p.add_argument(
+        "--lr-scale-for", action="append", metavar="PATTERN=SCALE",
+        help="learning-rate multiplier of parameters whose names match PATTERN (Fixup: '*.bias=0.1'; "
+        "weight decay unscaled); repeatable",
     )  # fmt: skip
     p.add_argument("--schedule", help="paper, cosine, onecycle, constant, imagenet (/10 at 1/3, 2/3)"
                    + _default("schedule"))  # fmt: skip
@@ -146,7 +159,12 @@ def _model_flags(p: argparse.ArgumentParser) -> None:
     p.add_argument("--init", help="he_fan_out (default), he_fan_in, xavier, orthogonal, delta_orthogonal, "
                    "dirac, lsuv")  # fmt: skip
     p.add_argument("--dropout", type=float, dest="drop_rate", help="dropout between a block's convolutions")
-    p.add_argument("--unit", help="basic (default), highway (plain nets), fixup, skipinit, rezero (residual)")
+    p.add_argument("--unit", help="basic (default), highway, dirac (plain nets), fixup, skipinit, rezero "
+                   "(residual nets; rezero keeps BN unless --norm none)")  # fmt: skip
+    p.add_argument("--input-norm", help="none (default) or per-location: a constant channel added and each "
+                   "pixel's channels scaled to mean square 1 (the dks README's advice for TAT)")  # fmt: skip
+    p.add_argument("--gate-bias", type=float,
+                   help="highway gates' starting bias (default by depth: -2 at 20, -3 from 30)")  # fmt: skip
     p.add_argument("--long-skip", action=ONOFF, help="one skip over each stage (plain nets)")
 
 
@@ -254,8 +272,9 @@ def config_from_args(args: argparse.Namespace) -> tuple[Any, bool, bool]:
             ) from None
     if "checkpoint_activations" in given:
         given["checkpoint_segments"] = given.pop("checkpoint_activations")
-    if "decay_for" in given:
-        given["decay_for"] = _decay_patterns(given["decay_for"])
+    for key, usage in PATTERN_FLAGS:
+        if key in given:
+            given[key] = _pattern_values(given[key], usage)
     # The model's own flags go to create_model: the registry's option names (no TrainConfig field shares one).
     model_flags = {k: given.pop(k) for k in model_options() if k in given}
     for key in ("init", "act", "unit", "norm"):  # the studies' arm names spell them with hyphens
@@ -298,8 +317,8 @@ def fresh_run_dir(model: str, dataset: str, root: str = "runs") -> str:
     return str(folder)
 
 
-def _decay_patterns(items: list[str]) -> dict[str, float]:
-    """PATTERN=DECAY arguments as a dict, with a one-line error for a malformed one."""
+def _pattern_values(items: list[str], usage: str) -> dict[str, float]:
+    """PATTERN=VALUE arguments as a dict, with a one-line error for a malformed one."""
     out = {}
     for item in items:
         pattern, sep, value = item.rpartition("=")
@@ -308,9 +327,7 @@ def _decay_patterns(items: list[str]) -> dict[str, float]:
                 raise ValueError
             out[pattern] = float(value)
         except ValueError:
-            raise ResnetsError(
-                f"--decay-for takes PATTERN=DECAY (e.g. 'layer3.*=5e-3'), got {item!r}"
-            ) from None
+            raise ResnetsError(f"{usage}, got {item!r}") from None
     return out
 
 

@@ -71,7 +71,7 @@ def deleted(blocks: Sequence[ResidualUnit], indices: Sequence[int]) -> Iterator[
 
 def lesion(
     name: str, model: nn.Module, residual: bool, loader: TensorLoader, precision: str = "fp32",
-    draws: int = 5, max_k: int | None = None, seed: int = 0,
+    draws: int = 10, max_k: int | None = None, seed: int = 0,
 ) -> LesionResult:  # fmt: skip
     """Delete each block in turn, then k random blocks (k = 1..max_k, ``draws`` sets each)."""
     model.eval()
@@ -114,7 +114,7 @@ def lesion_verdict(lesions: Sequence[LesionResult]) -> list[str]:
 
 
 def lesion_run(
-    run_dir: str | Path, device: Any = "cpu", precision: str = "fp32", draws: int = 5,
+    run_dir: str | Path, device: Any = "cpu", precision: str = "fp32", draws: int = 10,
     max_k: int | None = None, seed: int = 0,
 ) -> LesionResult:  # fmt: skip
     """The lesion study of one run directory, on its own dataset's test split."""

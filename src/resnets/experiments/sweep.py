@@ -11,7 +11,8 @@ set of kernels, which pays on a GPU, is not built yet.
 
 With ``prune="halving"`` the (lr, weight decay) grid is searched with the first seed by successive
 halving on the validation error (each rung's BatchNorm statistics recomputed over training
-images first), and only the chosen setting is trained with the other seeds.
+images first), and only the chosen setting is trained with the other seeds; ``prune="first-seed"``
+does the same with one rung, every candidate trained to the end.
 """
 
 from __future__ import annotations
@@ -35,8 +36,11 @@ from .halving import Rung, promote, rungs
 from .runner import say
 from .sweep_collect import SweepResult, collect
 from .sweep_config import (
+    CHOSEN_FILE,
+    GROWING,
     MEMBER_FILE,
     RUNGS_FILE,
+    SEARCHES,
     SETTINGS_FILE,
     WORKERS_FILE,
     Member,
@@ -74,8 +78,8 @@ def _run_sweep(cfg: SweepConfig, resume: bool, progress: bool, log: Log) -> Swee
         if main_process():
             _check_settings(out, cfg, resume)
         processes = _processes(cfg, log) if main_process() else 1
-        if cfg.prune == "halving":
-            _halving(cfg, progress, log)
+        if cfg.prune in SEARCHES:
+            _search(cfg, progress, log)
         elif processes > 1:
             run_in_processes(cfg, processes)
         else:
@@ -92,7 +96,7 @@ def _run_sweep(cfg: SweepConfig, resume: bool, progress: bool, log: Log) -> Swee
 
 def _processes(cfg: SweepConfig, log: Log) -> int:
     """This sweep's process count: decided once (measured, or --processes), kept on resume in workers.json."""
-    if cfg.prune == "halving" or cfg.shard[1] > 1 or "WORLD_SIZE" in os.environ:
+    if cfg.prune in SEARCHES or cfg.shard[1] > 1 or "WORLD_SIZE" in os.environ:
         return 1  # rungs need every score in one place; a shard or a DDP rank is a process already
     path = Path(cfg.out) / WORKERS_FILE
     if path.exists():
@@ -128,12 +132,15 @@ def _check_settings(out: Path, cfg: SweepConfig, resume: bool) -> None:
         raise ResnetsError(f"{out} already holds a sweep; pass --resume to continue it or use another --out")
     saved = read_json(path)
     for key, value in settings.items():
-        if saved.get(key) != value:
+        grows = key in GROWING and cfg.prune != "halving" and set(saved.get(key) or []) <= set(value)
+        if saved.get(key) != value and not grows:
             what = f"--{key}" if key != "base" else _first_difference(saved.get("base") or {}, value)
             raise ResnetsError(
                 f"{what} differs from the sweep in {out}; a resumed sweep keeps its settings: "
                 "use another --out"
             )
+    if saved != settings:  # more learning rates or seeds than before: the folder now holds the larger grid
+        atomic_write_text(path, json.dumps(settings, indent=2, sort_keys=True) + "\n")
 
 
 def _first_difference(saved: dict[str, Any], now: dict[str, Any]) -> str:
@@ -184,21 +191,44 @@ def _write_row(
     return row
 
 
-def _halving(cfg: SweepConfig, progress: bool, log: Log) -> None:
-    """Successive halving of the (lr, decay) grid at the first seed; the survivor then gets every seed."""
+def _search(cfg: SweepConfig, progress: bool, log: Log) -> None:
+    """The (lr, decay) grid at the first seed, halved at rungs or in full; the best then gets every seed."""
     first = cfg.seeds[0]
     candidates = [Member(lr, wd, first) for lr in cfg.lrs for wd in cfg.weight_decays]
     total, per_epoch = _run_length(cfg)
-    schedule = rungs(len(candidates), total, cfg.eta, per_epoch)
+    if cfg.prune == "halving":
+        schedule = rungs(len(candidates), total, cfg.eta, per_epoch)
+    else:
+        schedule = [Rung(0, len(candidates), total)]
     alive = candidates
+    reached: dict[Member, tuple[int, Score]] = {}  # each candidate's last rung and score there
     for rung, after in zip(schedule, [*schedule[1:], None], strict=True):
         scores = {m: _rung_score(cfg, m, rung, progress, log) for m in alive}
+        reached |= {m: (rung.index, score) for m, score in scores.items()}
         kept = promote(scores, after.keep if after else 1, candidates)
         for m in alive:
             if m not in kept:
                 _prune(cfg, m, rung, scores[m])
         alive = kept
     winner = alive[0]
+    # A survivor may diverge after the rung that promoted it (a high rate looks best early). Then the
+    # best candidate still finite, latest rung first, goes on to the end in its place.
+    while math.isnan(reached[winner][1][0]):
+        finite = [m for m in candidates if not math.isnan(reached[m][1][0])]
+        if not finite:
+            log("every setting diverged: no other seed is trained")
+            if main_process():
+                atomic_write_text(
+                    Path(cfg.out) / CHOSEN_FILE, json.dumps({"lr": None, "weight_decay": None}) + "\n"
+                )
+            return
+        winner = min(finite, key=lambda m: (-reached[m][0], reached[m][1], candidates.index(m)))
+        log(f"{winner.name}: the best setting left, trained to the end")
+        reached[winner] = (len(schedule), _rung_score(cfg, winner, schedule[-1], progress, log))
+    error, loss = reached[winner][1]
+    chosen = {"lr": winner.lr, "weight_decay": winner.weight_decay, "val_error": error, "val_loss": loss}
+    if main_process():
+        atomic_write_text(Path(cfg.out) / CHOSEN_FILE, json.dumps(chosen) + "\n")
     for seed in cfg.seeds[1:]:
         member = dataclasses.replace(winner, seed=seed)
         status = _status(cfg, member)

@@ -12,8 +12,10 @@ from ..errors import ResnetsError
 from ..io import atomic_write_text
 from ..training import TrainConfig
 from .sweep_config import (
+    CHOSEN_FILE,
     MECHANISM,
     MEMBER_FILE,
+    SEARCHES,
     SETTINGS_FILE,
     SWEEP_FILE,
     WORKERS_FILE,
@@ -46,8 +48,13 @@ def collect(out: str | Path) -> SweepResult:
             rows.append(read_json(path))
         elif cfg.prune == "none":
             missing.append(member.name)
-    complete = not missing and (cfg.prune == "none" or _halving_complete(cfg, rows))
-    chosen = choose(rows) if complete else None
+    if cfg.prune in SEARCHES:
+        searched = _searched(cfg, out, rows)
+        complete = searched is not None
+        chosen = searched if searched is not None and searched.get("lr") is not None else None
+    else:
+        complete = not missing
+        chosen = choose(rows) if complete else None
     mechanism = _mechanism(out)
     result = SweepResult(rows, chosen, complete, {"mechanism": mechanism, "settings": settings})
     if complete:
@@ -57,9 +64,30 @@ def collect(out: str | Path) -> SweepResult:
     return result
 
 
-def _halving_complete(cfg: SweepConfig, rows: list[dict[str, Any]]) -> bool:
-    """Every grid candidate has its row (done, pruned or diverged), and the survivor has every seed's."""
-    return len(rows) == len(cfg.lrs) * len(cfg.weight_decays) + len(cfg.seeds) - 1
+def _searched(cfg: SweepConfig, out: Path, rows: list[dict[str, Any]]) -> dict[str, Any] | None:
+    """A finished search's choice (its winner with every seed in), or None while it is still going.
+
+    The winner is the search's own (chosen.json: scored at its rung, BN statistics recomputed), so
+    the seeds added after it cannot move the choice.
+    """
+    path = out / CHOSEN_FILE
+    if not path.exists():
+        return None
+    winner = read_json(path)
+    if winner.get("lr") is None:
+        return winner  # every setting diverged: complete, nothing chosen
+    first = cfg.seeds[0]
+    searched = {(r["lr"], r["weight_decay"]) for r in rows if r["seed"] == first}
+    if len(searched) < len(cfg.lrs) * len(cfg.weight_decays):
+        return None
+    mine = [r for r in rows if (r["lr"], r["weight_decay"]) == (winner["lr"], winner["weight_decay"])]
+    if {r["seed"] for r in mine} < set(cfg.seeds):
+        return None
+    vals = [r["val_error"] for r in mine if r["status"] == "done" and r.get("val_error") is not None]
+    return {"lr": winner["lr"], "weight_decay": winner["weight_decay"],
+            "val_error_mean": sum(vals) / len(vals) if vals else None, "seeds": len(vals),
+            "by": f"lowest validation error at seed {first} (held-out training images, BN statistics "
+            "recomputed)"}  # fmt: skip
 
 
 def _from_settings(settings: dict[str, Any], out: Path) -> SweepConfig:

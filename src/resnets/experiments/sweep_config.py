@@ -16,9 +16,15 @@ from ..training import TrainConfig
 SETTINGS_FILE = "sweep-settings.json"
 SWEEP_FILE = "sweep.json"
 MEMBER_FILE = "member.json"  # a member's row once it is done, diverged or pruned
+CHOSEN_FILE = "chosen.json"  # a search's winner at the first seed (lr and decay null: every one diverged)
 RUNGS_FILE = "rungs.json"  # a halving candidate's validation score at each rung it reached
 WORKERS_FILE = "workers.json"  # how many processes trained the members, decided once
-PRUNERS = ("none", "halving")
+# none: every member in full; halving: successive halving of the grid at the first seed; first-seed:
+# the whole grid at the first seed. Both then train the setting chosen with the other seeds.
+PRUNERS = ("none", "halving", "first-seed")
+SEARCHES = ("halving", "first-seed")  # the pruners that choose at the first seed, then add seeds
+# Settings a resumed sweep may extend with new values (not with halving, whose rungs they would move).
+GROWING = ("lrs", "seeds")
 MECHANISM = "one process, members in turn"
 
 
@@ -45,7 +51,7 @@ class SweepConfig:
     weight_decays: list[float]
     seeds: list[int]
     out: str = "runs/sweep"
-    prune: str = "none"  # "halving": successive halving of the (lr, decay) grid on val_error
+    prune: str = "none"  # one of PRUNERS: how much of the grid is trained past the first seed
     eta: int = 2  # halving keeps 1/eta of the candidates at each rung
     shard: tuple[int, int] = (0, 1)  # (index, count): this process trains members index, index+count, ...
     processes: int | None = None  # one-thread processes side by side on a CPU; None: measured
@@ -72,15 +78,15 @@ class SweepConfig:
         index, count = self.shard
         if not 0 <= index < count:
             raise ResnetsError(f"--shard I/N needs 0 <= I < N, got {index}/{count}")
-        if self.prune == "halving":
+        if self.prune in SEARCHES:
             if not self.base.val_split:
-                raise ResnetsError("--prune halving chooses on held-out images: add --val-split N")
+                raise ResnetsError(f"--prune {self.prune} chooses on held-out images: add --val-split N")
             if "WORLD_SIZE" in os.environ and os.environ["WORLD_SIZE"] != "1":
-                raise ResnetsError("--prune halving runs in one process: start it without torchrun")
+                raise ResnetsError(f"--prune {self.prune} runs in one process: start it without torchrun")
             if count > 1:
                 raise ResnetsError(
-                    "--prune halving needs every member's score at each rung, so it runs on one machine; "
-                    "use --prune none to spread a sweep with --shard"
+                    f"--prune {self.prune} needs every member's score before it chooses, so it runs on one "
+                    "machine; use --prune none to spread a sweep with --shard"
                 )
         return self
 

@@ -10,7 +10,8 @@
 - ``lsuv``: Mishkin & Matas 2015, orthogonal, then each layer's weights rescaled on a batch
   until its output variance is 1 (``lsuv_``, needs data: the network's ``init_from_data``).
 
-Gains follow the net's activation (``gain_for``). BatchNorm starts at weight 1, bias 0.
+Gains follow the net's activation (``gain_for``). BatchNorm starts at weight 1, bias 0. A
+``DiracConv2d`` keeps its own initialisation whatever the scheme (its W is only a direction).
 Linear layers keep PyTorch's default unless a scheme (Fixup) says otherwise.
 """
 
@@ -20,6 +21,8 @@ import math
 
 import torch
 from torch import nn
+
+from .layers import DiracConv2d
 
 INITS: tuple[str, ...] = (
     "he_fan_out", "he_fan_in", "xavier", "orthogonal", "delta_orthogonal", "dirac", "lsuv",
@@ -82,7 +85,11 @@ def init_conv(weight: torch.Tensor, scheme: str, gain: float) -> None:
 def initialise(model: nn.Module, scheme: str = "he_fan_out", gain: float = math.sqrt(2.0)) -> None:
     """Initialise every convolution by ``scheme``; BatchNorm to the identity; conv biases to 0."""
     for m in model.modules():
-        if isinstance(m, nn.Conv2d):
+        if isinstance(m, DiracConv2d):
+            # Its weight is normalised in the forward pass, so a scheme's gain means nothing, and a
+            # scheme that shapes the kernel (dirac, delta-orthogonal) would fight its identity term.
+            m.reset_parameters()
+        elif isinstance(m, nn.Conv2d):
             init_conv(m.weight, scheme, gain)
             if m.bias is not None:
                 nn.init.zeros_(m.bias)

@@ -4,6 +4,9 @@ Names are what users type (``--act elu``); the factories build fresh modules for
 ``trelu`` is the transformed leaky ReLU of TAT (Zhang, Botev, Martens 2022): a leaky ReLU
 scaled to keep a unit Gaussian input's second moment, with the slope chosen per network so
 that the whole net's correlation map sends 0 to eta (``tat_slope``).
+
+Two layers a network may hold in place of an ordinary one: ``PerLocationNorm``, the input
+normalisation DKS/TAT use on images, and ``DiracConv2d``, DiracNets' convolution.
 """
 
 from __future__ import annotations
@@ -17,6 +20,7 @@ from torch import nn
 
 ACTIVATIONS: tuple[str, ...] = ("relu", "leaky_relu", "elu", "selu", "gelu", "tanh", "trelu")
 NORMS: tuple[str, ...] = ("batchnorm", "none")
+INPUT_NORMS: tuple[str, ...] = ("none", "per-location")
 
 ActLayer = Callable[[], nn.Module]
 NormLayer = Callable[[int], nn.Module] | None  # None: no normalisation (convolutions get biases)
@@ -68,6 +72,73 @@ def norm_factory(name: str) -> NormLayer:
 def make_norm(norm_layer: NormLayer, channels: int) -> nn.Module:
     """The normalisation layer, or an identity where there is none."""
     return nn.Identity() if norm_layer is None else norm_layer(channels)
+
+
+class PerLocationNorm(nn.Module):
+    """Append a channel of ones, then scale each pixel's channel vector to mean square 1 (DKS's PLN).
+
+    The constant channel (a homogeneous coordinate) keeps a pixel's overall brightness, which the
+    normalisation would otherwise divide away; the scaling gives every location the same q-value,
+    as TAT's kernel analysis assumes of the input.
+    """
+
+    extra_channels = 1
+
+    def __init__(self, eps: float = 1e-6) -> None:
+        super().__init__()
+        self.eps = eps
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = torch.cat([x, torch.ones_like(x[:, :1])], dim=1)
+        return x * torch.rsqrt(x.square().mean(dim=1, keepdim=True) + self.eps)
+
+    def extra_repr(self) -> str:
+        return f"eps={self.eps:g}"
+
+
+def make_input_norm(name: str) -> nn.Module | None:
+    """The input normalisation a network starts with, or None for none."""
+    if name not in INPUT_NORMS:
+        raise ValueError(f"input_norm must be one of {', '.join(INPUT_NORMS)}; got {name!r}")
+    return PerLocationNorm() if name == "per-location" else None
+
+
+class DiracConv2d(nn.Conv2d):
+    """DiracNets' convolution (Zagoruyko & Komodakis 2017): weight = alpha * I + beta * W / ||W||.
+
+    I is the identity kernel (the first min(in, out) channels map to themselves through the centre
+    tap); W is normalised per output filter, so only its direction is learned and its scale lives in
+    beta. alpha and beta are per output channel and start at 1 and 0.1: each layer starts close to
+    the identity, which is what lets a deep net without shortcuts train.
+    """
+
+    def __init__(
+        self, in_channels: int, out_channels: int, kernel_size: int = 3, stride: int = 1, padding: int = 1,
+        bias: bool = False,
+    ) -> None:  # fmt: skip
+        super().__init__(in_channels, out_channels, kernel_size, stride=stride, padding=padding, bias=bias)
+        self.alpha = nn.Parameter(torch.empty(out_channels))
+        self.beta = nn.Parameter(torch.empty(out_channels))
+        # Not saved: it follows from the shape, and checkpoints then hold only what is learned.
+        self.register_buffer("delta", nn.init.dirac_(torch.empty_like(self.weight)), persistent=False)
+        self.reset_parameters()
+
+    def reset_parameters(self) -> None:
+        """W He-normal (its scale is normalised away), alpha 1, beta 0.1, bias 0."""
+        nn.init.kaiming_normal_(self.weight, nonlinearity="relu")
+        if self.bias is not None:
+            nn.init.zeros_(self.bias)
+        if "alpha" in self._parameters:  # nn.Conv2d.__init__ calls this before alpha and beta exist
+            nn.init.ones_(self.alpha)
+            nn.init.constant_(self.beta, 0.1)
+
+    def effective_weight(self) -> torch.Tensor:
+        """The kernel the convolution applies: alpha * I + beta * W / ||W|| per output filter."""
+        direction = F.normalize(self.weight.flatten(1), dim=1).view_as(self.weight)
+        return self.alpha.view(-1, 1, 1, 1) * self.delta + self.beta.view(-1, 1, 1, 1) * direction
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self._conv_forward(x, self.effective_weight(), self.bias)
 
 
 def leaky_relu_cmap(c: float, slope: float) -> float:

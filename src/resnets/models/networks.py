@@ -3,12 +3,13 @@
 One ``ResNet`` class covers the original-unit families; its attribute names follow
 torchvision (conv1, bn1, layer1..4, fc) so torchvision checkpoints load unchanged. Both classes
 are ``contract.Network``s built of ``contract.ResidualUnit``s; the named nets are built in
-cifar.py, imagenet.py and preact.py.
+cifar.py, imagenet.py and preact.py. Parts only some nets have (an input normalisation, Fixup's
+scalar biases around the blocks) are added only there, so the default nets' weights keep their names.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Literal
 
 import torch
@@ -18,8 +19,8 @@ from .blocks import Bottleneck, PreActBottleneck, Shortcut
 from .contract import Network, ResidualUnit
 from .depth import StochasticDepth, drop_probabilities, run_checkpointed
 from .init import LSUV_IMAGES, initialise, lsuv_
-from .layers import ActLayer, NormLayer, make_norm, relu
-from .units import FixupBlock, LongSkipStage
+from .layers import ActLayer, NormLayer, make_input_norm, make_norm, relu
+from .units import Bias, FixupBlock, LongSkipStage
 
 Stem = Literal["cifar", "imagenet"]
 BlockType = type[ResidualUnit]
@@ -50,6 +51,8 @@ class ResNet(Network):
         long_skip: bool = False,
         init: str = "he_fan_out",
         init_gain: float = 2.0**0.5,
+        input_norm: str = "none",
+        block_options: Mapping[str, object] | None = None,
     ) -> None:
         super().__init__()
         if len(layers) != len(stage_planes):
@@ -60,6 +63,8 @@ class ResNet(Network):
         self.num_classes = num_classes
         self.init = init
         self.long_skip = long_skip
+        # Fixup's net adds a scalar bias after the stem conv and one before the classifier (Zhang et al.).
+        self.fixup = issubclass(block, FixupBlock)
         bottleneck = block in (Bottleneck, PreActBottleneck)
         # A basic block's width scales all its channels; a bottleneck's scales only the inner 3x3.
         planes = [p if bottleneck else round(p * width) for p in stage_planes]
@@ -70,15 +75,21 @@ class ResNet(Network):
             block_kwargs |= {"act_layer": act_layer, "norm_layer": norm_layer}
         if drop_rate:
             block_kwargs["drop_rate"] = drop_rate
+        block_kwargs |= dict(block_options or {})  # a unit's own settings (a highway gate's bias)
 
         self.in_planes = planes[0]
-        self._make_stem(stem, in_channels, self.in_planes, act_layer, norm_layer)
+        # Held only where used: a None attribute adds no module, so the default nets' keys stay put.
+        self.input_norm = make_input_norm(input_norm)
+        extra = getattr(self.input_norm, "extra_channels", 0)
+        self._make_stem(stem, in_channels + extra, self.in_planes, act_layer, norm_layer)
         for i, (n, p) in enumerate(zip(layers, planes, strict=True)):
             stride = 1 if i == 0 else 2
             setattr(self, f"layer{i + 1}", self._make_layer(block, p, n, stride, block_kwargs))
         self.num_features = self.in_planes
         self._make_final_activation(norm_layer)
         self.avgpool = nn.AdaptiveAvgPool2d(1)
+        if self.fixup:
+            self.bias2 = Bias()
         self.fc = nn.Linear(self.num_features, num_classes)
         self.num_stages = len(layers)
         self._init_weights(zero_init_residual, init, init_gain)
@@ -102,13 +113,15 @@ class ResNet(Network):
     def _make_stem(
         self, stem: Stem, in_channels: int, planes: int, act_layer: ActLayer, norm_layer: NormLayer
     ) -> None:
-        bias = norm_layer is None
+        bias = norm_layer is None and not self.fixup  # Fixup's stem conv has its scalar bias1 instead
         if stem == "cifar":
             self.conv1 = nn.Conv2d(in_channels, planes, 3, padding=1, bias=bias)
             self.maxpool: nn.Module = nn.Identity()
         else:
             self.conv1 = nn.Conv2d(in_channels, planes, 7, stride=2, padding=3, bias=bias)
             self.maxpool = nn.MaxPool2d(3, stride=2, padding=1)
+        if self.fixup:
+            self.bias1 = Bias()
         self.bn1 = make_norm(norm_layer, planes)
         self.act = act_layer()
 
@@ -148,9 +161,16 @@ class ResNet(Network):
         """All residual (or plain) blocks, input to output."""
         return [b for stage in self.stages() for b in stage]
 
+    def normalise_input(self, x: torch.Tensor) -> torch.Tensor:
+        """The input normalisation the net was built with (``input_norm``), or x itself."""
+        return x if self.input_norm is None else self.input_norm(x)
+
     def stem(self, x: torch.Tensor) -> torch.Tensor:
-        """The first convolution (and its BN, activation and pooling)."""
-        return self.maxpool(self.act(self.bn1(self.conv1(x))))
+        """The input normalisation, the first convolution (and its BN or bias, activation and pooling)."""
+        x = self.conv1(self.normalise_input(x))
+        if self.fixup:
+            x = self.bias1(x)
+        return self.maxpool(self.act(self.bn1(x)))
 
     def forward_features(self, x: torch.Tensor) -> torch.Tensor:
         """The feature map before global pooling."""
@@ -163,7 +183,8 @@ class ResNet(Network):
 
     def forward_head(self, x: torch.Tensor) -> torch.Tensor:
         """Global average pooling and the classifier."""
-        return self.fc(torch.flatten(self.avgpool(x), 1))
+        x = torch.flatten(self.avgpool(x), 1)
+        return self.fc(self.bias2(x) if self.fixup else x)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.forward_head(self.forward_features(x))
@@ -179,8 +200,8 @@ class PreActResNet(ResNet):
         del self.bn1  # the first unit starts with BN-ReLU, so the stem is a bare convolution
 
     def stem(self, x: torch.Tensor) -> torch.Tensor:
-        """The first convolution (and pooling, for an ImageNet stem)."""
-        return self.maxpool(self.conv1(x))
+        """The input normalisation, the first convolution (and pooling, for an ImageNet stem)."""
+        return self.maxpool(self.conv1(self.normalise_input(x)))
 
     def _make_final_activation(self, norm_layer: NormLayer) -> None:
         self.bn_final = make_norm(norm_layer, self.num_features)

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import fnmatch
 import functools
+import math
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, Literal, TypeVar
@@ -18,8 +19,8 @@ from ..errors import ResnetsError, unknown_name
 from .blocks import SHORTCUTS
 from .contract import Network
 from .init import INITS, gain_for
-from .layers import ACTIVATIONS, NORMS, activation_factory, norm_factory, tat_slope
-from .units import UNITS
+from .layers import ACTIVATIONS, INPUT_NORMS, NORMS, activation_factory, norm_factory, tat_slope
+from .units import UNITS, highway_gate_bias
 
 Family = Literal["cifar", "imagenet", "preact", "fast"]
 FAMILIES: tuple[str, ...] = ("cifar", "imagenet", "preact", "fast")  # the order of `resnets models`
@@ -94,10 +95,13 @@ _OPTIONS = {
     "drop_rate": ("cifar",),
     "unit": ("cifar",),
     "long_skip": ("cifar",),
+    "gate_bias": ("cifar",),
+    "input_norm": ("cifar", "imagenet", "preact"),
 }
 UNIT_NAMES: tuple[str, ...] = ("basic", *UNITS)
-_NORM_FREE_UNITS = ("fixup", "skipinit", "rezero")  # shortcut units that replace BatchNorm
-_GATED_UNITS = ("highway",)  # skip connections short of an identity: built on plain nets
+_SHORTCUT_UNITS = ("fixup", "skipinit", "rezero")  # units of residual nets
+_NORM_FREE_UNITS = ("fixup", "skipinit")  # shortcut units that replace BatchNorm (ReZero may keep it)
+_PLAIN_NET_UNITS = ("highway", "dirac")  # a gated skip, an identity inside the kernel: built on plain nets
 
 
 def list_models(pattern: str | None = None) -> list[str]:
@@ -156,6 +160,10 @@ def _layer_options(spec: ModelSpec, opts: dict[str, Any]) -> dict[str, Any]:
         opts["init_gain"] = gain_for(act, slope)
     if unit != "basic":
         opts["block"] = UNITS[unit]
+    gate_bias = opts.pop("gate_bias", None)
+    if unit == "highway":
+        bias = highway_gate_bias(spec.depth) if gate_bias is None else float(gate_bias)
+        opts["block_options"] = {"gate_bias": bias}
     return opts
 
 
@@ -216,20 +224,33 @@ def _check_remedy_options(spec: ModelSpec, given: dict[str, Any], opts: dict[str
             raise ResnetsError(f"{key} must be a number in [{low:g}, {high:g}), got {value!r}")
     if not isinstance(opts.get("long_skip", False), bool):
         raise ResnetsError(f"long_skip must be true or false, got {opts['long_skip']!r}")
-    if unit in _NORM_FREE_UNITS:
-        if not spec.residual:
-            raise ResnetsError(
-                f"unit {unit!r} is a shortcut unit; use residual net {spec.twin}, not {spec.name}"
-            )
-        if opts.get("norm", "none") != "none":
-            raise ResnetsError(f"unit {unit!r} trains without normalisation; drop norm={opts['norm']!r}")
-    if (unit in _GATED_UNITS or opts.get("long_skip")) and spec.residual:
-        what = f"unit {unit!r}" if unit in _GATED_UNITS else "long_skip"
+    _choice("input_norm", opts.get("input_norm", "none"), INPUT_NORMS)
+    _check_gate_bias(unit, opts.get("gate_bias"))
+    if unit in _SHORTCUT_UNITS and not spec.residual:
+        raise ResnetsError(f"unit {unit!r} is a shortcut unit; use residual net {spec.twin}, not {spec.name}")
+    if unit in _NORM_FREE_UNITS and opts.get("norm", "none") != "none":
+        raise ResnetsError(f"unit {unit!r} trains without normalisation; drop norm={opts['norm']!r}")
+    if (unit in _PLAIN_NET_UNITS or opts.get("long_skip")) and spec.residual:
+        what = f"unit {unit!r}" if unit in _PLAIN_NET_UNITS else "long_skip"
         raise ResnetsError(f"{what} replaces identity shortcuts; use plain net {spec.twin}, not {spec.name}")
+    if unit == "dirac" and opts.get("init", "he_fan_out") != "he_fan_out":
+        raise ResnetsError(
+            f"unit 'dirac' initialises its own kernels (alpha I + beta W/|W|); drop init={opts['init']!r}"
+        )
     if unit != "basic" and opts.get("drop_path"):
         raise ResnetsError(f"drop_path works on the basic units only, not unit {unit!r}")
     if opts.get("long_skip") and opts.get("checkpoint_segments"):
         raise ResnetsError("long_skip cannot be combined with activation checkpointing")
+
+
+def _check_gate_bias(unit: str, value: Any) -> None:
+    """A highway gate's starting bias: a finite number, and only for highway units (None: by depth)."""
+    if value is None:
+        return
+    if not isinstance(value, int | float) or isinstance(value, bool) or not math.isfinite(value):
+        raise ResnetsError(f"gate_bias must be a number, got {value!r}")
+    if unit != "highway":
+        raise ResnetsError(f"gate_bias sets highway gates; it needs unit='highway', not {unit!r}")
 
 
 def model_options() -> dict[str, tuple[str, ...]]:

@@ -7,7 +7,7 @@ import html
 import json
 import re
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -28,6 +28,17 @@ code, pre { background: #f5f5f5; padding: .2em .4em; }
 
 
 @dataclass
+class Table:
+    """A further table of a report: its title, header, rows, row styles and a note under it."""
+
+    title: str
+    header: list[str]
+    rows: list[list[str]]
+    classes: list[str]
+    note: str = ""
+
+
+@dataclass
 class Document:
     """A study's report before it is written: its words, its results table and its figures."""
 
@@ -43,6 +54,8 @@ class Document:
     titles: dict[str, str]  # a title and a caption for each figure key
     captions: dict[str, str]
     page_title: str = ""  # the HTML page's title where it says more than the Markdown's
+    table_title: str = "Results"
+    more_tables: list[Table] = field(default_factory=list)  # after the results table, before the figures
 
     def sections(self) -> list[tuple[str, Path, str]]:
         """(title, PNG, caption) of every figure, in order."""
@@ -93,6 +106,11 @@ def html_page(doc: Document) -> str:
         for t, p, c in doc.sections()
     )
     title = doc.page_title or doc.title
+    more = "".join(
+        f"<h2>{html.escape(t.title)}</h2>{html_table(t.header, t.rows, t.classes)}"
+        f"<p class=cap>{html.escape(t.note)}</p>"
+        for t in doc.more_tables
+    )
     return f"""<!doctype html>
 <html lang="en"><head><meta charset="utf-8"><title>resnets: {html.escape(title)}</title>
 <style>{STYLE}</style></head><body>
@@ -100,7 +118,9 @@ def html_page(doc: Document) -> str:
 {paragraphs}
 {f"<pre>{html.escape(doc.command)}</pre>" if doc.command else ""}
 <h2>Verdict</h2><ul class="verdict">{"".join(f"<li>{md_inline(x)}</li>" for x in doc.findings)}</ul>
-<h2>Results</h2>{html_table(doc.header, doc.rows, doc.classes)}<p class=cap>{html.escape(doc.table_note)}</p>
+<h2>{html.escape(doc.table_title)}</h2>{html_table(doc.header, doc.rows, doc.classes)}
+<p class=cap>{html.escape(doc.table_note)}</p>
+{more}
 {sections}
 </body></html>
 """
@@ -111,8 +131,10 @@ def markdown(doc: Document) -> str:
     md = [f"# {doc.title}", ""] + [line for p in doc.intro if p for line in (p, "")]
     if doc.command:
         md += ["```", doc.command, "```", ""]
-    md += ["## Verdict", ""] + [f"- {line}" for line in doc.findings] + ["", "## Results", ""]
+    md += ["## Verdict", ""] + [f"- {line}" for line in doc.findings] + ["", f"## {doc.table_title}", ""]
     md += [*markdown_table(doc.header, doc.rows), "", doc.table_note, ""]
+    for t in doc.more_tables:
+        md += [f"## {t.title}", "", *markdown_table(t.header, t.rows), "", t.note, ""]
     for title, path, caption in doc.sections():
         md += [f"## {title}", "", f"![{title}](figures/{path.name})", "", caption, ""]
     return "\n".join(md)

@@ -72,8 +72,10 @@ def curves_figure(out: Path, rows: Sequence[dict[str, Any]], path: Path) -> Path
         steps = [m["step"] for m in records]
         style = "-" if r["status"] == "done" else ":"
         ax.plot(steps, [100 * m["train_error"] for m in records], style, color=color, lw=1, alpha=0.8)
-        if records and "val_error" in records[0]:
-            ax.plot(steps, [100 * m["val_error"] for m in records], "--", color=color, lw=0.8, alpha=0.5)
+        held = [m for m in records if m.get("val_error") is not None]  # --log-every rows have none
+        if held:
+            val = [100 * m["val_error"] for m in held]
+            ax.plot([m["step"] for m in held], val, "--", color=color, lw=0.8, alpha=0.5)
     for lr in lrs:
         ax.plot([], [], color=cmap(lrs.index(lr) / max(1, len(lrs) - 1)), label=f"lr {lr:g}")
     ax.set_xlabel("step")
@@ -156,6 +158,8 @@ def write_sweep_report(out: Path, record: dict[str, Any], command: str = "") -> 
         findings.append(
             f"successive halving (eta {settings['eta']}) pruned {pruned} member(s) before the end"
         )
+    if settings["prune"] == "first-seed":
+        findings.append("the grid was trained at the first seed only; the chosen setting then at every seed")
     if diverged:
         findings.append(f"{diverged} member(s) diverged (loss NaN/inf); the others went on")
     length = f"{base['epochs']} epochs" if base.get("epochs") else f"{base.get('iterations')} steps"

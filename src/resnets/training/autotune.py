@@ -69,7 +69,7 @@ def _name(precision: str, channels_last: bool) -> str:
     return f"{precision}/{'nhwc' if channels_last else 'nchw'}"
 
 
-def _step_seconds(model: nn.Module, x: torch.Tensor, y: torch.Tensor, precision: str, device, steps: int = 2):
+def step_seconds(model: nn.Module, x: torch.Tensor, y: torch.Tensor, precision: str, device, steps: int = 2):
     """(first step, best of ``steps`` more) wall seconds of forward + backward + SGD."""
     optimizer = torch.optim.SGD(model.parameters(), lr=1e-3, momentum=0.9)
     times = []
@@ -102,7 +102,7 @@ def run_trial(model: nn.Module, cfg: TrainConfig, shape, classes: int, micro_bat
     while True:
         x = torch.randn(batch, *shape, generator=g).to(device)
         y = torch.randint(0, classes, (batch,), generator=g).to(device)
-        first, _ = _step_seconds(probe, x, y, "fp32", device, steps=0)
+        first, _ = step_seconds(probe, x, y, "fp32", device, steps=0)
         if first <= TRIAL_STEP_SECONDS or batch <= 4:
             break
         batch //= 2
@@ -110,7 +110,7 @@ def run_trial(model: nn.Module, cfg: TrainConfig, shape, classes: int, micro_bat
     for precision, channels_last in _candidates(cfg, device):
         fmt = torch.channels_last if channels_last else torch.contiguous_format
         probe = probe.to(memory_format=fmt)
-        _, step = _step_seconds(probe, x.contiguous(memory_format=fmt), y, precision, device)
+        _, step = step_seconds(probe, x.contiguous(memory_format=fmt), y, precision, device)
         seconds[_name(precision, channels_last)] = step
     return Trial(batch, seconds)
 
@@ -122,7 +122,7 @@ def time_compile(model: nn.Module, trial: Trial, shape, classes: int, fast: Fast
     g = torch.Generator().manual_seed(0)
     x = torch.randn(trial.batch, *shape, generator=g).to(device).contiguous(memory_format=fmt)
     y = torch.randint(0, classes, (trial.batch,), generator=g).to(device)
-    warmup, step = _step_seconds(torch.compile(probe), x, y, fast.precision, device, steps=3)
+    warmup, step = step_seconds(torch.compile(probe), x, y, fast.precision, device, steps=3)
     trial.seconds["compile_warmup"], trial.seconds["compile"] = warmup, step
 
 

@@ -34,6 +34,8 @@ class TrainConfig:
     weight_decay: float = 1e-4
     # Weight decay of the parameters whose names match a pattern ("layer3.*": 5e-3), first match wins.
     decay_for: dict[str, float] = field(default_factory=dict)
+    # Learning-rate multipliers by name pattern ("*.bias": 0.1, Fixup's), first match wins; decay unscaled.
+    lr_scale_for: dict[str, float] = field(default_factory=dict)
     no_decay_on_norm_and_bias: bool = False
     norm_bias_lr_scale: float = 1.0  # BatchNorm shifts learn this many times faster (airbench: 64)
     schedule: str = "paper"  # lr /10 at 50% and 75% of the steps (the paper's 32k/48k of 64k)
@@ -51,6 +53,9 @@ class TrainConfig:
     crop_padding: int | None = None  # pixels the random crop may shift by; None: the dataset's (CIFAR: 4)
     recipe: str | None = None  # the named recipe these settings started from (a record only)
     eval_every: int | None = None  # steps between evaluations; None: once per epoch
+    # Steps between rows of the training loss and error alone (no evaluation): a curve for runs that
+    # evaluate rarely (--final-eval-only). None: rows at the evaluations only.
+    log_every: int | None = None
     checkpoint_every: int | None = None  # steps between checkpoints; None: at every evaluation
     keep_checkpoints: int = 2
     grad_every: int | None = None  # record per-layer gradient norms every N steps (gradients.jsonl)
@@ -82,8 +87,8 @@ class TrainConfig:
         _positive_int("batch_size", self.batch_size)
         if self.epochs is not None and self.iterations is not None:
             raise ResnetsError("give --epochs or --iterations, not both")
-        for name in ("epochs", "iterations", "eval_every", "checkpoint_every", "train_subset", "grad_every",
-                     "resize_from", "val_split", "bn_group"):  # fmt: skip
+        for name in ("epochs", "iterations", "eval_every", "log_every", "checkpoint_every", "train_subset",
+                     "grad_every", "resize_from", "val_split", "bn_group"):  # fmt: skip
             if getattr(self, name) is not None:
                 _positive_int(name, getattr(self, name))
         _positive_int("keep_checkpoints", self.keep_checkpoints)
@@ -104,6 +109,12 @@ class TrainConfig:
             raise ResnetsError(f"decay_for must map name patterns to weight decays, got {self.decay_for!r}")
         for pattern, decay in self.decay_for.items():
             _finite(f"weight decay for {pattern!r}", decay, low=0.0)
+        if not isinstance(self.lr_scale_for, dict):
+            raise ResnetsError(
+                f"lr_scale_for must map name patterns to learning-rate multipliers, got {self.lr_scale_for!r}"
+            )
+        for pattern, scale in self.lr_scale_for.items():
+            _finite(f"learning-rate scale for {pattern!r}", scale, low=0.0, low_open=True)
         if self.ema_decay is not None:
             _finite("ema_decay", self.ema_decay, low=0.0, high=1.0, low_open=True, high_open=True)
         _finite("norm_bias_lr_scale", self.norm_bias_lr_scale, low=0.0, low_open=True)

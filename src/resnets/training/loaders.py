@@ -39,8 +39,7 @@ def make_loaders(
 ) -> Loaders:
     """Per-rank training batches of ``batch_size / world`` images and whole-batch test passes."""
     rank_batch = cfg.batch_size // world
-    train_split, val_split = held_out(data, cfg.val_split)
-    train_split = train_split.subset(cfg.train_subset, cfg.seed) if cfg.train_subset else train_split
+    train_split, val_split = training_split(cfg, data)
     # The memory format is set once the fast path is chosen (set_channels_last).
     common = {"mean": data.mean, "std": data.std, "device": device, "channels_last": bool(cfg.channels_last)}
     info: dict[str, Any] = {"kind": "memory", "reason": getattr(data, "loader_reason", "built in")}
@@ -70,6 +69,12 @@ def make_loaders(
             f"({len(train_split)} images); lower --batch-size"
         )
     return Loaders(train, test, len(train_split), info, val)
+
+
+def training_split(cfg: TrainConfig, data: Dataset | StreamedDataset) -> tuple[Any, Any]:
+    """(the images a run trains on, its validation images or None): --val-split, then --train-subset."""
+    train_split, val_split = held_out(data, cfg.val_split)
+    return (train_split.subset(cfg.train_subset, cfg.seed) if cfg.train_subset else train_split), val_split
 
 
 def held_out(data: Dataset | StreamedDataset, n: int | None) -> tuple[Any, Any]:

@@ -195,9 +195,10 @@ def _loop(setup: Setup, learner: Learner, state: State, progress: bool, resumed:
                 state.step = step + 1
                 last = state.step == stop_at  # the plan's end, or where the caller stops it
                 evaluate_now = state.step % plan.eval_every == 0 or last
+                log_now = bool(cfg.log_every) and state.step % cfg.log_every == 0 and not evaluate_now
                 checkpoint_now = ctx.main and (state.step % plan.checkpoint_every == 0 or last or stop)
                 show = bar.due(state.step)
-                if (show or evaluate_now or checkpoint_now or stop or figures.grads is not None
+                if (show or evaluate_now or log_now or checkpoint_now or stop or figures.grads is not None
                         or ctx.distributed or time.perf_counter() - synced >= SYNC_SECONDS):  # fmt: skip
                     _sync(setup, state, logs)
                     synced = time.perf_counter()
@@ -211,6 +212,8 @@ def _loop(setup: Setup, learner: Learner, state: State, progress: bool, resumed:
                     bar.advance(state.step)
                 if evaluate_now:
                     _evaluate(setup, learner, state, logs)
+                elif log_now:
+                    _log_training(setup, state, logs)
                 if checkpoint_now:
                     save(setup, learner, state)
                 if stop:
@@ -310,6 +313,19 @@ def _evaluate(setup: Setup, learner: Learner, state: State, logs: RunLogs) -> No
             "time": round(state.elapsed, 3), "images_per_s": round(r.seen / max(r.seconds, 1e-9), 1),
         }  # fmt: skip
         logs.metrics(state.metrics)
+    state.running = Running()
+
+
+def _log_training(setup: Setup, state: State, logs: RunLogs) -> None:
+    """A metrics row of the training sums since the last row, without evaluating (--log-every)."""
+    cfg, plan, r = setup.cfg, setup.plan, state.running
+    if setup.ctx.main and r.seen:
+        logs.metrics({
+            "step": state.step, "epoch": round(state.step / plan.steps_per_epoch, 4),
+            "train_loss": r.loss / r.seen, "train_error": r.wrong / r.seen,
+            "lr": lr_at(state.step - 1, plan.total, cfg.lr, cfg.schedule, plan.warmup),
+            "time": round(state.elapsed, 3), "images_per_s": round(r.seen / max(r.seconds, 1e-9), 1),
+        })  # fmt: skip
     state.running = Running()
 
 
