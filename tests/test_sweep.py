@@ -363,3 +363,22 @@ def test_process_count_follows_the_measured_trial_and_is_cached(monkeypatch, tmp
     assert sweep_workers.choose_processes(TrainConfig(model="plain20"), 8, shape, 10)["processes"] == 1
     assert sweep_workers.choose_processes(TrainConfig(model="resnet20"), 3, shape, 10)["processes"] == 1
     assert sweep_workers.choose_processes(TrainConfig(model="resnet20"), 5, shape, 10)["processes"] == 2
+
+
+def test_a_sweep_saved_before_a_new_setting_existed_resumes(tmp_path: Path) -> None:
+    import resnets.experiments.sweep as sweep
+
+    cfg = SweepConfig(
+        TrainConfig(model="resnet20", val_split=100), [0.05], [5e-4], [0], out=str(tmp_path / "s")
+    )
+    (tmp_path / "s").mkdir()
+    sweep._check_settings(tmp_path / "s", cfg, resume=False)
+    path = tmp_path / "s" / "sweep-settings.json"
+    saved = json.loads(path.read_text())
+    del saved["base"]["betas"]  # as written by a version without AdamW
+    path.write_text(json.dumps(saved))
+    sweep._check_settings(tmp_path / "s", cfg, resume=True)  # read at the default: no refusal
+    saved["base"]["batch_size"] = 64
+    path.write_text(json.dumps(saved))
+    with pytest.raises(Exception, match="--batch-size"):
+        sweep._check_settings(tmp_path / "s", cfg, resume=True)

@@ -88,9 +88,20 @@ def _optimiser_flags(p: argparse.ArgumentParser) -> None:
         "--batch-size", type=int, help="images per step, over all processes" + _default("batch_size")
     )
     p.add_argument("--accumulate", type=int, help="micro-batches per step (gradient accumulation)")
+    p.add_argument(
+        "--opt", dest="optimizer", metavar="NAME",
+        help="sgd; adamw (decoupled weight decay; wants a far smaller --lr, e.g. 1e-3); muon (Muon on "
+        "the hidden conv filters, this SGD on the first conv, the classifier, BN and biases)"
+        + _default("optimizer"),
+    )  # fmt: skip
     p.add_argument("--lr", type=float, help="peak learning rate" + _default("lr"))
-    p.add_argument("--momentum", type=float, help="SGD momentum" + _default("momentum"))
+    p.add_argument("--momentum", type=float, help="SGD momentum (Muon keeps its 0.95)" + _default("momentum"))
     p.add_argument("--nesterov", action=ONOFF, help="Nesterov momentum")
+    p.add_argument("--betas", type=float, nargs=2, metavar=("B1", "B2"), help="AdamW's (default 0.9 0.999)")
+    p.add_argument(
+        "--muon-lr-scale", type=float, metavar="X",
+        help="--opt muon: Muon's lr is X times --lr (default 0.2: Muon's documented 0.02 at --lr 0.1)",
+    )  # fmt: skip
     p.add_argument("--weight-decay", type=float, help="L2 weight decay" + _default("weight_decay"))
     p.add_argument(
         "--no-decay-on-norm-and-bias", action="store_true", help="no weight decay on BN and biases"
@@ -126,6 +137,28 @@ def _optimiser_flags(p: argparse.ArgumentParser) -> None:
     p.add_argument("--bn-group", type=int, metavar="N",
                    help="BatchNorm statistics over groups of N images (paper-cifar: 64)")  # fmt: skip
     p.add_argument("--init-from", help="torchvision/timm-layout weights (.pth or .safetensors) to start from")
+    _fine_tuning_flags(p)
+
+
+def _fine_tuning_flags(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--freeze", metavar="PART",
+        help="train nothing up to and including PART (stem or layerN): weights as loaded, BatchNorm "
+        "statistics kept (eval mode)",
+    )  # fmt: skip
+    p.add_argument(
+        "--freeze-backbone", action=ONOFF, help="train only the classifier fc (frozen as --freeze)"
+    )
+    p.add_argument(
+        "--head-lr-scale", type=float, metavar="X",
+        help="the classifier fc learns at X times the lr (times any --lr-scale-for and --layer-decay factor)"
+        + _default("head_lr_scale"),
+    )  # fmt: skip
+    p.add_argument(
+        "--layer-decay", type=float, metavar="D",
+        help="layer-wise lr decay, 0 < D <= 1: the head x1, the last stage xD, the one before xD^2, ..., "
+        "the stem xD^(stages+1); multiplies the other lr scales",
+    )  # fmt: skip
 
 
 def _speed_flags(p: argparse.ArgumentParser) -> None:
@@ -296,7 +329,7 @@ def config_from_args(args: argparse.Namespace) -> tuple[Any, bool, bool]:
         given["out"] = fresh_run_dir(given.get("model", "resnet20"), given.get("dataset", "digits"))
         print(f"resnets: writing the run to {given['out']}", flush=True)  # stdout: stderr is for errors
     if not resume:
-        return TrainConfig(**given).validate(), False, quiet
+        return _input_defaults(TrainConfig(**given).validate()), False, quiet
     saved = resume_config(given)
     if saved is not None:
         return saved, True, quiet
@@ -304,7 +337,18 @@ def config_from_args(args: argparse.Namespace) -> tuple[Any, bool, bool]:
     # once its settings are known to be sound (a bad one is the only line printed).
     cfg = TrainConfig(**given).validate()
     print(f"resnets: no run in {Path(cfg.out)} yet; starting it", file=sys.stderr)
-    return cfg, False, quiet
+    return _input_defaults(cfg), False, quiet
+
+
+def _input_defaults(cfg: Any) -> Any:
+    """A new run's image size from its model where the folder's was not given, said once."""
+    from ..training.inputs import input_defaults
+
+    options, said = input_defaults(cfg.model, cfg.dataset, cfg.dataset_options)
+    if said is None:
+        return cfg
+    print(f"resnets: {said}", flush=True)
+    return dataclasses.replace(cfg, dataset_options=options)
 
 
 def fresh_run_dir(model: str, dataset: str, root: str = "runs") -> str:

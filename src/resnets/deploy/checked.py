@@ -7,10 +7,11 @@ from pathlib import Path
 
 import torch
 
-from ..data import TensorLoader, load_dataset
+from ..data import ImageData, TensorLoader, load_dataset
 from ..errors import ResnetsError
-from ..training.runs import load_run
+from ..training.runs import Run, load_run
 from .export import EXPORTERS, count_batchnorms, exported_logits, fold_batchnorm, relative_difference, require
+from .metadata import ModelInfo, run_info
 
 # Exported logits may differ from PyTorch's by rounding only; more means the export changed the net.
 MAX_RELATIVE_DIFFERENCE = 1e-4
@@ -35,24 +36,16 @@ def export_run(
     """Fold BN, export, and check the file's logits against PyTorch (``ResnetsError`` above the limit)."""
     require(fmt)  # before any work: a missing extra is one line naming what to install
     run = load_run(run_dir)
+    info = run_info(run)  # what the file will carry: preprocessing, labels, origin
     model = fold_batchnorm(run.model) if fold else run.model
-    c, h, w = run.resolved["image_shape"]
     out = Path(output)
-    example = torch.randn(2, c, h, w)
+    example = torch.randn(2, *info.input_shape)
+    metadata = info.to_strings()
     if fmt == "onnx":
-        EXPORTERS[fmt](model, out, example, opset)
+        EXPORTERS[fmt](model, out, example, opset, metadata=metadata)
     else:
-        EXPORTERS[fmt](model, out, example)
-    # Real images of the run's test split when its data are at hand, else random ones.
-    try:
-        data = load_dataset(run.config.dataset, run.config.data_dir, **run.config.dataset_options)
-        batch = next(iter(TensorLoader(data.test, CHECK_IMAGES, run.resolved["mean"], run.resolved["std"])))[
-            0
-        ]
-        source = f"{len(batch)} {run.config.dataset} test images"
-    except ResnetsError:
-        batch = torch.randn(CHECK_IMAGES, c, h, w)
-        source = f"{len(batch)} random inputs (the run's data are not at hand)"
+        EXPORTERS[fmt](model, out, example, metadata=metadata)
+    batch, source = _check_batch(run, info)
     with torch.no_grad():
         diff = relative_difference(exported_logits(out, fmt, batch), run.model(batch))
     report = ExportReport(
@@ -62,3 +55,17 @@ def export_run(
         limit = MAX_RELATIVE_DIFFERENCE
         raise ResnetsError(f"wrote {out}, but its logits differ from PyTorch's by {diff:.2e} (> {limit:g})")
     return report
+
+
+def _check_batch(run: Run, info: ModelInfo) -> tuple[torch.Tensor, str]:
+    """Real images of the run's test split when its data are at hand in memory, else random ones."""
+    try:
+        data = load_dataset(run.config.dataset, run.config.data_dir, **run.config.dataset_options)
+    except ResnetsError:
+        data = None
+    # A streamed dataset's test split is a list of files, decoded by other means than TensorLoader.
+    if data is not None and isinstance(data.test, ImageData):
+        batch = next(iter(TensorLoader(data.test, CHECK_IMAGES, info.mean, info.std)))[0]
+        return batch, f"{len(batch)} {run.config.dataset} test images"
+    batch = torch.randn(CHECK_IMAGES, *info.input_shape)
+    return batch, f"{len(batch)} random inputs (the run's data are not at hand)"

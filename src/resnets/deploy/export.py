@@ -2,7 +2,8 @@
 
 ONNX goes through PyTorch's ``torch.export``-based exporter (``dynamo=True``), ``pt2`` is the
 ``torch.export`` ExportedProgram itself, and TorchScript is kept as the legacy format (it is
-deprecated upstream). Every format has a dynamic batch dimension.
+deprecated upstream). Every format has a dynamic batch dimension, and each file can carry the
+run's preprocessing and labels (``metadata``: ONNX metadata_props, or an archive's extra file).
 """
 
 from __future__ import annotations
@@ -11,6 +12,7 @@ import contextlib
 import copy
 import importlib.util
 import io
+import json
 import logging
 import warnings
 from collections.abc import Iterator
@@ -22,6 +24,7 @@ from torch.fx.experimental.optimization import fuse
 
 from ..errors import ResnetsError
 from ..io import atomic_write_bytes
+from .metadata import EXTRA_FILE
 
 FORMATS = ("onnx", "pt2", "torchscript")
 # What each format needs beyond PyTorch (the [export] extra), and what checks its file.
@@ -55,7 +58,7 @@ def count_batchnorms(model: nn.Module) -> int:
 
 
 @contextlib.contextmanager
-def _quiet() -> Iterator[None]:
+def quiet() -> Iterator[None]:
     """Hide the exporters' progress lines, deprecation notes and optional-op warnings."""
     onnx_log = logging.getLogger("torch.onnx")
     level = onnx_log.level
@@ -79,13 +82,19 @@ def _export_program(model: nn.Module, example: torch.Tensor) -> torch.export.Exp
         raise ResnetsError(f"torch.export cannot capture the model ({type(e).__name__}: {e})") from None
 
 
-def export_onnx(model: nn.Module, path: Path, example: torch.Tensor, opset: int = DEFAULT_OPSET) -> None:
+def export_onnx(
+    model: nn.Module,
+    path: Path,
+    example: torch.Tensor,
+    opset: int = DEFAULT_OPSET,
+    metadata: dict[str, str] | None = None,
+) -> None:
     """Write an ONNX file (input 'images', output 'logits', dynamic batch) via torch.export."""
     require("onnx")
     if opset < DEFAULT_OPSET:
         raise ResnetsError(f"opset {opset} is too old for the torch.export-based exporter; use >= 18")
     try:
-        with _quiet():
+        with quiet():
             program = torch.onnx.export(
                 model.eval(), (example,), dynamo=True, opset_version=opset,
                 input_names=["images"], output_names=["logits"], dynamic_shapes=_batch_dim(),
@@ -97,25 +106,45 @@ def export_onnx(model: nn.Module, path: Path, example: torch.Tensor, opset: int 
     except Exception as e:
         first = (str(e).strip().splitlines() or [type(e).__name__])[0][:300]
         raise ResnetsError(f"the ONNX exporter failed ({type(e).__name__}: {first})") from None
-    atomic_write_bytes(path, buf.getvalue())
+    atomic_write_bytes(path, _with_onnx_metadata(buf.getvalue(), metadata or {}))
 
 
-def export_pt2(model: nn.Module, path: Path, example: torch.Tensor) -> None:
+def _with_onnx_metadata(data: bytes, metadata: dict[str, str]) -> bytes:
+    """The serialised model with ``metadata`` in its metadata_props (what onnxruntime reports back)."""
+    if not metadata:
+        return data
+    import onnx
+
+    model = onnx.load_model_from_string(data)
+    onnx.helper.set_model_props(model, {p.key: p.value for p in model.metadata_props} | metadata)
+    return model.SerializeToString()
+
+
+def export_pt2(
+    model: nn.Module, path: Path, example: torch.Tensor, metadata: dict[str, str] | None = None
+) -> None:
     """Write a torch.export ExportedProgram (load with ``torch.export.load(path).module()``)."""
     program = _export_program(model, example)
     buf = io.BytesIO()
-    with _quiet():
-        torch.export.save(program, buf)
+    with quiet():
+        torch.export.save(program, buf, extra_files=_extra_files(metadata))
     atomic_write_bytes(path, buf.getvalue())
 
 
-def export_torchscript(model: nn.Module, path: Path, example: torch.Tensor) -> None:
+def export_torchscript(
+    model: nn.Module, path: Path, example: torch.Tensor, metadata: dict[str, str] | None = None
+) -> None:
     """Write a traced TorchScript module: the legacy format, deprecated upstream."""
-    with torch.no_grad(), _quiet():
+    with torch.no_grad(), quiet():
         traced = torch.jit.trace(model.eval(), example)
         buf = io.BytesIO()
-        torch.jit.save(traced, buf)
+        torch.jit.save(traced, buf, _extra_files=_extra_files(metadata))
     atomic_write_bytes(path, buf.getvalue())
+
+
+def _extra_files(metadata: dict[str, str] | None) -> dict[str, str]:
+    """The archive member holding the metadata of a .pt2 or TorchScript file (none without any)."""
+    return {EXTRA_FILE: json.dumps(metadata, indent=1)} if metadata else {}
 
 
 EXPORTERS = {"onnx": export_onnx, "pt2": export_pt2, "torchscript": export_torchscript}
@@ -124,7 +153,7 @@ EXPORTERS = {"onnx": export_onnx, "pt2": export_pt2, "torchscript": export_torch
 def exported_logits(path: Path, fmt: str, batch: torch.Tensor) -> torch.Tensor:
     """The logits the exported file computes for ``batch``, run by that format's own runtime."""
     require(fmt)
-    with _quiet(), torch.no_grad():
+    with quiet(), torch.no_grad():
         if fmt == "onnx":
             import onnxruntime as ort
 

@@ -28,7 +28,7 @@ from typing import Any
 
 from ..errors import ResnetsError
 from ..io import atomic_write_text, exclusive
-from ..training import RunResult, distributed, train
+from ..training import RunResult, TrainConfig, distributed, train
 from ..training.checkpoint import WEIGHTS_FILE, list_checkpoints
 from ..training.device import resolve_device
 from ..training.errors import Diverged
@@ -131,6 +131,10 @@ def _check_settings(out: Path, cfg: SweepConfig, resume: bool) -> None:
     if not resume and cfg.shard[1] == 1:
         raise ResnetsError(f"{out} already holds a sweep; pass --resume to continue it or use another --out")
     saved = read_json(path)
+    # A setting added to TrainConfig since the sweep began is read at its default, as config.json is.
+    defaults = json.loads(TrainConfig(model=cfg.base.model).to_json())
+    saved["base"] = {**defaults, **(saved.get("base") or {})}
+    saved["base"] = {k: v for k, v in saved["base"].items() if k in settings["base"]}
     for key, value in settings.items():
         grows = key in GROWING and cfg.prune != "halving" and set(saved.get(key) or []) <= set(value)
         if saved.get(key) != value and not grows:

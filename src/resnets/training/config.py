@@ -5,6 +5,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import math
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -13,6 +14,7 @@ from ..errors import ResnetsError
 
 SCHEDULES = ("paper", "cosine", "onecycle", "constant", "imagenet")
 PRECISIONS = ("auto", "fp32", "bf16", "fp16")
+OPTIMIZERS = ("sgd", "adamw", "muon")
 LOGGERS = ("tensorboard",)
 
 
@@ -38,6 +40,17 @@ class TrainConfig:
     lr_scale_for: dict[str, float] = field(default_factory=dict)
     no_decay_on_norm_and_bias: bool = False
     norm_bias_lr_scale: float = 1.0  # BatchNorm shifts learn this many times faster (airbench: 64)
+    # sgd; adamw (decoupled weight decay); muon: torch's Muon on the hidden conv filters, SGD as set
+    # here (lr, momentum, nesterov) on the first conv, the classifier, BN and biases (training/optim.py).
+    optimizer: str = "sgd"
+    betas: list[float] = field(default_factory=lambda: [0.9, 0.999])  # AdamW's (torch's defaults)
+    # Muon's lr is this times lr: 0.02 at the default lr of 0.1, the lr Muon's README and torch's docs use.
+    muon_lr_scale: float = 0.2
+    # Learning-rate factors by position, multiplying each other and lr_scale_for's (training/optim.py):
+    head_lr_scale: float = 1.0  # the classifier fc's
+    layer_decay: float | None = None  # D per stage from the head inward, D ** (stages + 1) at the stem
+    freeze: str | None = None  # stem or layerN: it and everything before it stay as loaded, BN in eval
+    freeze_backbone: bool = False  # everything but the classifier fc stays as loaded
     schedule: str = "paper"  # lr /10 at 50% and 75% of the steps (the paper's 32k/48k of 64k)
     warmup_steps: int | None = None  # None: the paper's 400 steps at lr/10 for nets of depth >= 110
     label_smoothing: float = 0.0
@@ -121,7 +134,7 @@ class TrainConfig:
         if self.crop_padding is not None and (not _is_int(self.crop_padding) or self.crop_padding < 0):
             raise ResnetsError(f"crop_padding must be an integer >= 0, got {self.crop_padding!r}")
         flags = ("alternate_flip", "lookahead", "eval_flip", "eval_translate", "final_eval_only", "nesterov",
-                 "no_decay_on_norm_and_bias", "sync_bn")  # fmt: skip
+                 "no_decay_on_norm_and_bias", "sync_bn", "freeze_backbone")  # fmt: skip
         for name in flags:
             if not isinstance(getattr(self, name), bool):
                 raise ResnetsError(f"{name} must be true or false, got {getattr(self, name)!r}")
@@ -134,6 +147,7 @@ class TrainConfig:
             raise ResnetsError(f"unknown schedule {self.schedule!r}; choose one of {', '.join(SCHEDULES)}")
         if self.precision not in PRECISIONS:
             raise ResnetsError(f"unknown precision {self.precision!r}; choose one of {', '.join(PRECISIONS)}")
+        self._validate_fine_tuning()
         if self.bn_group is not None and self.sync_bn:
             raise ResnetsError("--bn-group and --sync-bn ask for opposite things: choose one")
         if self.nesterov and self.momentum == 0:
@@ -143,6 +157,32 @@ class TrainConfig:
         if not isinstance(self.model_options, dict) or not isinstance(self.dataset_options, dict):
             raise ResnetsError("model_options and dataset_options must be JSON objects")
         return self
+
+    def _validate_fine_tuning(self) -> None:
+        """The optimiser and the fine-tuning settings (flags are checked as booleans before this)."""
+        if not isinstance(self.optimizer, str) or self.optimizer not in OPTIMIZERS:
+            raise ResnetsError(f"unknown optimizer {self.optimizer!r}; choose one of {', '.join(OPTIMIZERS)}")
+        if not isinstance(self.betas, list | tuple) or len(self.betas) != 2:
+            raise ResnetsError(f"betas must be two numbers in [0, 1), got {self.betas!r}")
+        for beta in self.betas:
+            _finite("betas", beta, low=0.0, high=1.0, high_open=True)
+        _finite("muon_lr_scale", self.muon_lr_scale, low=0.0, low_open=True)
+        if self.optimizer == "muon" and self.precision == "fp16":
+            # fp16's loss scaler unscales the gradients of the parameters the optimiser lists; Muon's
+            # matrices get their filters' gradients only inside its step, after that (optim.py).
+            raise ResnetsError("--opt muon does not take --precision fp16 (Muon runs in bf16): use bf16")
+        _finite("head_lr_scale", self.head_lr_scale, low=0.0, low_open=True)
+        if self.layer_decay is not None:
+            _finite("layer_decay", self.layer_decay, low=0.0, high=1.0, low_open=True)
+        if self.freeze is not None and (
+            not isinstance(self.freeze, str) or not re.fullmatch(r"stem|layer[1-9][0-9]*", self.freeze)
+        ):
+            raise ResnetsError(f"freeze takes stem or layerN (the last part frozen), got {self.freeze!r}")
+        if self.freeze is not None and self.freeze_backbone:
+            raise ResnetsError("--freeze and --freeze-backbone both say what to freeze: give one")
+        if self.grad_every and (self.freeze is not None or self.freeze_backbone):
+            # Gradient recording hooks every conv and linear weight; a frozen one takes no hook.
+            raise ResnetsError("--grad-every records every layer's gradients: it cannot run frozen parts")
 
     def to_json(self) -> str:
         """The config as pretty JSON."""

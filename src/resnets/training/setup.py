@@ -20,7 +20,9 @@ from . import distributed
 from .autotune import choose_fast_path
 from .build import Memory, build_model, choose_checkpointing_for, fit_in_memory
 from .config import TrainConfig
+from .finetune import freeze
 from .loaders import Loaders, make_loaders, plan_resolutions
+from .optim import parameter_settings
 from .schedules import default_warmup
 from .step import FastPath
 
@@ -77,6 +79,11 @@ def decide(
     plan = plan_run(cfg, len(loaders.train))
     sizes = plan_resolutions(loaders.train, cfg, -(-plan.total // plan.steps_per_epoch), data.image_shape[1])
     model = build_model(cfg, data)
+    # Frozen before the fast-path trial and the memory plan measure it, and before any weights are
+    # loaded into it (loading keeps requires_grad). A --freeze, --layer-decay or name pattern the
+    # net cannot take fails here, before config.json is written.
+    freeze(model, cfg)
+    parameter_settings(model, cfg)
     micro_batch, shape = cfg.batch_size // ctx.world // cfg.accumulate, tuple(data.image_shape)
     ckpt = choose_checkpointing_for(model, cfg, shape, micro_batch, ctx.device, ctx.main)
     # A resumed run keeps the fast path it was measured for (the cache may have changed since).
