@@ -61,6 +61,8 @@ def test_one_name_works_across_commands() -> None:
     assert parse(["predict", "--run", "r", "x.png"]).device == "auto"
     cfg, _, _ = config_from_args(parse(["train", "--init", "he-fan-in", "--act", "leaky-relu"]))
     assert cfg.model_options == {"init": "he_fan_in", "act": "leaky_relu"}
+    cfg, _, _ = config_from_args(parse(["train", "--model", "plain20", "--act", "tat", "--norm", "none"]))
+    assert cfg.model_options == {"act": "trelu", "norm": "none"}  # the remedies arm's name works too
 
 
 def test_a_run_without_out_gets_a_folder_of_its_own(tmp_path, monkeypatch, capsys) -> None:

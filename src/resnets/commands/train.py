@@ -186,7 +186,8 @@ def _model_flags(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--drop-path", type=float, help="stochastic depth: drop probability of the last block (paper: 0.5)"
     )
-    p.add_argument("--act", help="activation: relu (default), leaky_relu, elu, selu, gelu, tanh, trelu (TAT)")
+    p.add_argument("--act", help="activation: relu (default), leaky_relu, elu, selu, gelu, tanh, "
+                   "trelu (TAT's; also --act tat)")  # fmt: skip
     p.add_argument("--act-slope", type=float, help="leaky_relu's negative slope (default 0.01); trelu: TAT's")
     p.add_argument("--norm", help="normalisation: batchnorm (default) or none")
     p.add_argument("--init", help="he_fan_out (default), he_fan_in, xavier, orthogonal, delta_orthogonal, "
@@ -313,6 +314,8 @@ def config_from_args(args: argparse.Namespace) -> tuple[Any, bool, bool]:
     for key in ("init", "act", "unit", "norm"):  # the studies' arm names spell them with hyphens
         if isinstance(model_flags.get(key), str):
             model_flags[key] = model_flags[key].replace("-", "_")
+    if model_flags.get("act") == "tat":  # the remedies arm's name for TAT's transformed leaky ReLU
+        model_flags["act"] = "trelu"
     dataset_flags = {k: given.pop(k) for k in ("image_size", "test_size", "loader") if k in given}
     if model_flags:
         given["model_options"] = model_flags
