@@ -300,3 +300,31 @@ def test_log_every_writes_training_rows_between_rare_evaluations(tmp_path: Path)
     assert all("test_error" not in r and 0 <= r["train_error"] <= 1 for r in rows[:-1])
     assert "test_error" in rows[-1] and rows[-1]["epoch"] == 3
     assert_clean_error(run_cli("train", *FAST, "--log-every", "0", "--out", str(tmp_path / "x")), "log-every")
+
+
+def test_top5_error_is_reported_for_more_than_ten_classes(tmp_path: Path) -> None:
+    from resnets.data import TensorLoader, load_dataset
+    from resnets.training.evaluate import score
+
+    class Fixed(torch.nn.Module):
+        """Logits read from a table set by the test."""
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            return self.table[self.index : self.index + len(x)]
+
+    data = load_dataset("synthetic", num_classes=12, train_size=64, test_size=24, image_size=8)
+    y = data.test.labels
+    shift = torch.tensor([0, 9, 6])[torch.arange(len(y)) % 3]  # where each image's top class sits
+    logits = torch.zeros(len(y), 12)
+    logits[torch.arange(len(y)), (y + shift) % 12] = 10.0
+    for j in range(1, 5):  # ranks 2..5 for the classes just after the top one
+        logits[torch.arange(len(y)), (y + shift + j) % 12] = 10.0 - j
+    model = Fixed()
+    model.table, model.index = logits, 0
+    loader = TensorLoader(data.test, 24, data.mean, data.std, torch.device("cpu"))
+    scores = score(model, loader)
+    # Shift 0: top-1 right. Shift 9: the label (9 + 3 = 12) is 4th, top-5 right. Shift 6: beyond the top 5.
+    assert scores.error == pytest.approx(2 / 3) and scores.top5_error == pytest.approx(1 / 3)
+    ten = load_dataset("synthetic", num_classes=10, train_size=64, test_size=24, image_size=8)
+    model.table = torch.randn(24, 10)
+    assert score(model, TensorLoader(ten.test, 24, ten.mean, ten.std, torch.device("cpu"))).top5_error is None

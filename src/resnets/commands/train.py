@@ -447,8 +447,10 @@ def _report(args: argparse.Namespace, result: dict[str, Any], label: str, note: 
     if args.json:
         print(json.dumps(result, indent=1))
         return 0
+    top5 = f", top-5 error {result['top5_error']:.2%}" if result.get("top5_error") is not None else ""
     print(
         f"{label} on {result['dataset']} {result['split']}: error {result['error']:.2%} "
-        f"(accuracy {result['accuracy']:.2%}), loss {result['loss']:.4f} over {result['images']} images{note}"
+        f"(accuracy {result['accuracy']:.2%}){top5}, loss {result['loss']:.4f} over {result['images']} "
+        f"images{note}"
     )
     return 0

@@ -31,17 +31,44 @@ class EvalSettings:
     translate: bool = False  # also with copies shifted one pixel
 
 
-@torch.no_grad()
+TOP5_FROM_CLASSES = 11  # top-5 error is reported where there are more than 10 classes (ImageNet's convention)
+
+
+@dataclass(frozen=True)
+class Scores:
+    """Mean cross-entropy, top-1 error and, for more than 10 classes, top-5 error (fractions)."""
+
+    loss: float
+    error: float
+    top5_error: float | None = None
+
+    def as_dict(self, prefix: str = "") -> dict[str, float]:
+        """{"loss", "error"[, "top5_error"]} under ``prefix`` (e.g. "test_")."""
+        out = {f"{prefix}loss": self.loss, f"{prefix}error": self.error}
+        return out | ({f"{prefix}top5_error": self.top5_error} if self.top5_error is not None else {})
+
+
 def evaluate(
     model: nn.Module, loader: TensorLoader, precision: str = "fp32", flip_tta: bool = False,
     translate_tta: bool = False,
 ) -> tuple[float, float]:  # fmt: skip
     """(mean cross-entropy, error as a fraction) of ``model`` on every batch of ``loader``."""
+    scores = score(model, loader, precision, flip_tta, translate_tta)
+    return scores.loss, scores.error
+
+
+@torch.no_grad()
+def score(
+    model: nn.Module, loader: TensorLoader, precision: str = "fp32", flip_tta: bool = False,
+    translate_tta: bool = False,
+) -> Scores:  # fmt: skip
+    """Loss, top-1 and (over 10 classes) top-5 error of ``model`` on every batch of ``loader``."""
     was_training = model.training
     model.eval()
     loss_sum = torch.zeros((), dtype=torch.float64, device=loader.device)
     wrong = torch.zeros((), dtype=torch.int64, device=loader.device)
-    n = 0
+    wrong5 = torch.zeros((), dtype=torch.int64, device=loader.device)
+    n, classes = 0, 0
     for x, y in loader:
         with autocast(precision, loader.device):
             logits = _views(model, x, flip_tta)
@@ -52,9 +79,13 @@ def evaluate(
                 logits = (logits + sum(_views(model, s, flip_tta) for s in shifted) / 2) / 2
         loss_sum += F.cross_entropy(logits, y, reduction="sum").double()
         wrong += (logits.argmax(1) != y).sum()
+        classes = logits.shape[1]
+        if classes >= TOP5_FROM_CLASSES:
+            wrong5 += (logits.topk(5, dim=1).indices != y[:, None]).all(dim=1).sum()
         n += len(y)
     model.train(was_training)
-    return loss_sum.item() / n, wrong.item() / n
+    top5 = wrong5.item() / n if classes >= TOP5_FROM_CLASSES else None
+    return Scores(loss_sum.item() / n, wrong.item() / n, top5)
 
 
 def _views(model: nn.Module, x: torch.Tensor, flip: bool) -> torch.Tensor:
@@ -88,10 +119,10 @@ def evaluate_run(
     loader = split_loader(data, split, settings.batch_size, run.resolved["mean"], run.resolved["std"], device)
     # BN folded, channels-last and autocast inside: the precision is applied by the wrapper.
     fast = prepare_inference(run.model, device, settings.precision, input_shape=tuple(data.image_shape))
-    loss, error = evaluate(fast, loader, "fp32", flip_tta=settings.flip, translate_tta=settings.translate)
+    scores = score(fast, loader, "fp32", flip_tta=settings.flip, translate_tta=settings.translate)
     return {
         "run": str(run.path), "model": run.config.model, "dataset": name, "split": settings.split,
-        "images": len(split), "loss": loss, "error": error, "accuracy": 1 - error,
+        "images": len(split), **scores.as_dict(), "accuracy": 1 - scores.error,
         "precision": fast.precision, "weights": str(run.weights),
     }  # fmt: skip
 

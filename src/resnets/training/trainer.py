@@ -51,7 +51,7 @@ from .checkpoint import WEIGHTS_FILE, checkpoint_dir, list_checkpoints, load_lat
 from .config import TrainConfig
 from .device import resolve_device
 from .errors import Diverged, Interrupted, SigintFlag
-from .evaluate import evaluate
+from .evaluate import Scores, score
 from .loaders import Loader
 from .logs import RunLogs, check_loggers
 from .precision import check_precision, resolve_precision
@@ -295,20 +295,19 @@ def _evaluate(setup: Setup, learner: Learner, state: State, logs: RunLogs) -> No
     cfg, plan = setup.cfg, setup.plan
     if setup.ctx.main:  # rank 0 holds the same weights as every rank
 
-        def measure(loader: Loader) -> tuple[float, float]:
-            return evaluate(
+        def measure(loader: Loader) -> Scores:
+            return score(
                 learner.eval_model, loader, setup.fast.precision, flip_tta=setup.eval_flip,
                 translate_tta=cfg.eval_translate,
             )  # fmt: skip
 
-        test_loss, test_error = measure(setup.loaders.test)
+        test = measure(setup.loaders.test).as_dict("test_")
         r = state.running
         held = setup.loaders.val
-        val = dict(zip(("val_loss", "val_error"), measure(held), strict=True)) if held is not None else {}
+        val = measure(held).as_dict("val_") if held is not None else {}
         state.metrics = {
             "step": state.step, "epoch": round(state.step / plan.steps_per_epoch, 4),
-            "train_loss": r.loss / r.seen, "train_error": r.wrong / r.seen, **val,
-            "test_loss": test_loss, "test_error": test_error,
+            "train_loss": r.loss / r.seen, "train_error": r.wrong / r.seen, **val, **test,
             "lr": lr_at(state.step - 1, plan.total, cfg.lr, cfg.schedule, plan.warmup),
             "time": round(state.elapsed, 3), "images_per_s": round(r.seen / max(r.seconds, 1e-9), 1),
         }  # fmt: skip
