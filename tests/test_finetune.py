@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import math
 from pathlib import Path
 
@@ -221,7 +222,6 @@ def test_an_old_config_without_the_new_settings_still_loads() -> None:
         ({"freeze": "block3"}, "freeze takes stem or layerN"),
         ({"freeze": "layer2", "freeze_backbone": True}, "give one"),
         ({"betas": [0.9]}, "betas must be two numbers"),
-        ({"freeze": "stem", "grad_every": 5}, "cannot run frozen parts"),
     ],
 )
 def test_bad_fine_tuning_settings_are_refused(settings: dict, message: str) -> None:
@@ -247,3 +247,15 @@ def test_bad_fine_tuning_flags_are_one_line_errors(
     assert_clean_error(proc, *needles)
     assert proc.returncode == 2
     assert not (tmp_path / "run" / "config.json").exists()
+
+
+def test_gradient_recording_skips_the_frozen_layers(tmp_path: Path) -> None:
+    cfg = TrainConfig(model="resnet20", dataset="digits", iterations=3, grad_every=1, batch_size=32,
+                      freeze="layer1", precision="fp32", channels_last=False,
+                      out=str(tmp_path / "run"))  # fmt: skip
+    train(cfg, progress=False)
+    rows = [json.loads(line) for line in (tmp_path / "run" / "gradients.jsonl").read_text().splitlines()]
+    assert len(rows) == 3
+    layers = rows[0]["layers"]
+    assert layers[0].startswith("layer2.") and layers[-1] == "fc"  # stem and layer1 are frozen
+    assert all(math.isfinite(v) and v > 0 for v in rows[0]["norms"])

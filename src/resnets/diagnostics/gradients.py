@@ -11,7 +11,7 @@ WEIGHTED = (nn.Conv1d, nn.Conv2d, nn.Conv3d, nn.Linear)
 
 
 class GradientFlow:
-    """Records ||dL/dW|| of each conv/linear layer through gradient hooks, on armed steps only.
+    """Records ||dL/dW|| of each trained conv/linear layer through gradient hooks, on armed steps only.
 
     Hooks fire as each gradient is accumulated, so recording costs one norm per layer and
     nothing but a flag test on other steps: cheap enough to leave on every N steps. Layers
@@ -19,7 +19,9 @@ class GradientFlow:
     """
 
     def __init__(self, model: nn.Module) -> None:
-        self.layers = [(name, m) for name, m in model.named_modules() if isinstance(m, WEIGHTED)]
+        # Frozen layers (fine-tuning, fastresnet's whitening) have no gradient to record.
+        self.layers = [(name, m) for name, m in model.named_modules()
+                       if isinstance(m, WEIGHTED) and m.weight.requires_grad]  # fmt: skip
         self.armed = False
         self._order: dict[str, int] = {}
         self._norms: dict[str, torch.Tensor] = {}

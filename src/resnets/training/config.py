@@ -180,9 +180,6 @@ class TrainConfig:
             raise ResnetsError(f"freeze takes stem or layerN (the last part frozen), got {self.freeze!r}")
         if self.freeze is not None and self.freeze_backbone:
             raise ResnetsError("--freeze and --freeze-backbone both say what to freeze: give one")
-        if self.grad_every and (self.freeze is not None or self.freeze_backbone):
-            # Gradient recording hooks every conv and linear weight; a frozen one takes no hook.
-            raise ResnetsError("--grad-every records every layer's gradients: it cannot run frozen parts")
 
     def to_json(self) -> str:
         """The config as pretty JSON."""
