@@ -58,6 +58,9 @@ def test_each_arm_gets_its_own_lr_chosen_on_held_out_images_then_every_seed(stud
         assert {0.02, 0.2} <= searched  # the grid at seed 0, widened only past its ends
         assert all(lr in (0.02, 0.2) or lr < 0.02 or lr > 0.2 for lr in searched)
         assert search.lr == sweep["chosen"]["lr"] and search.lr in searched
+        # Chosen on its score at seed 0 (held-out images, BN statistics recomputed): the lowest there.
+        scores = {r["lr"]: r["score"] for r in search.rows if r["score"] is not None}
+        assert scores[search.lr] == min(scores.values())
         finals = [r for r in study.results if r.arm == search.arm and r.depth == search.depth]
         assert [r.seed for r in finals] == [0, 1] and all(r.lr == search.lr for r in finals)
         for r in finals:

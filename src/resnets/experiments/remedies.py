@@ -40,7 +40,7 @@ from .remedy_arms import ARM_NAMES, ARMS, DEFAULT_ARMS, GROUPS, Arm
 from .runner import Log, say
 from .sweep import run_sweep
 from .sweep_collect import SweepResult
-from .sweep_config import PRUNERS, SweepConfig, read_json
+from .sweep_config import PRUNERS, RUNGS_FILE, SweepConfig, read_json
 from .sweep_config import SETTINGS_FILE as SWEEP_SETTINGS
 
 __all__ = ["ARMS", "ARM_NAMES", "GROUPS", "ArmResult", "RemediesConfig", "Search", "Study", "run_remedies"]
@@ -192,7 +192,7 @@ class Search:
 
     arm: str
     depth: int
-    rows: list[dict[str, Any]]  # the sweep's rows at the first seed (done, pruned or diverged)
+    rows: list[dict[str, Any]]  # the sweep's rows at the first seed, each with the "score" it was chosen on
     lr: float | None
     at_edge: bool  # the chosen rate is the grid's smallest or largest: the best may lie beyond it
 
@@ -337,7 +337,9 @@ def _search(
 ) -> tuple[Search, list[dict[str, Any]]]:
     """The search at the first seed, and the rows of the final runs (the chosen lr at every seed)."""
     first = sweep.seeds[0]
-    searched = sorted((r for r in rows if r["seed"] == first), key=lambda r: r["lr"])
+    searched = sorted(
+        ({**r, "score": _score(sweep, r)} for r in rows if r["seed"] == first), key=lambda r: r["lr"]
+    )
     if chosen is None and len(sweep.lrs) == 1 and any(r["status"] == "done" for r in searched):
         chosen = {"lr": sweep.lrs[0]}  # one rate and no held-out images to score it on: nothing to choose
     lr = chosen["lr"] if chosen else None
@@ -349,6 +351,14 @@ def _search(
             (r for r in rows if r["lr"] == lr and r["status"] != "pruned"), key=lambda r: r["seed"]
         )
     return Search(arm.name, depth, searched, lr, at_edge), finals
+
+
+def _score(sweep: SweepConfig, row: dict[str, Any]) -> float | None:
+    """The validation error the search chose on (BN statistics recomputed; rungs.json), at its last rung."""
+    path = Path(sweep.out) / row["member"] / RUNGS_FILE
+    rungs = {int(step): value for step, value in read_json(path).items()} if path.exists() else {}
+    last = rungs.get(max(rungs)) if rungs else None
+    return float(last[0]) if last else None
 
 
 def _final(

@@ -26,8 +26,9 @@ CAPTIONS = {
     "no augmentation); bars: mean over seeds, ticks: each seed. Shaded band: the plain net; blue line: the "
     "residual net.",
     "depth": "Final training error of each arm at each depth (mean over seeds, bars: min to max).",
-    "lr": "Validation error (held-out training images) of each learning rate tried at the first seed; the "
-    "ringed point is the rate chosen. A rate pruned early by successive halving shows its last score.",
+    "lr": "Validation error (held-out training images, BatchNorm statistics recomputed on training images: "
+    "the score the choice is made on) of each learning rate tried at the first seed; the ringed point is "
+    "the rate chosen. A rate pruned early by successive halving shows its last score.",
     "curves": "Training error (running average over each epoch, augmented) of every arm at the chosen rate, "
     "by group, every seed; the plain (orange) and residual (blue) nets in every panel for reference. A "
     "curve that falls late trains slowly; one flat near chance never trains.",

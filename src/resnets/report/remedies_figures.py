@@ -141,7 +141,8 @@ def lr_figure(searches: Sequence[Search], path: Path) -> Path:
         for s in (s for s in searches if s.depth == depth):
             special = {"plain": (PLAIN_COLOR, 2.4), "resnet": (RESIDUAL_COLOR, 2.4)}
             color, lw = special.get(s.arm, (GROUP_COLORS.get(_group(s.arm), "grey"), 1.0))
-            points = [(r["lr"], 100 * r["val_error"]) for r in s.rows if r.get("val_error") is not None]
+            scored = ((r["lr"], r.get("score", r.get("val_error"))) for r in s.rows)
+            points = [(lr, 100 * v) for lr, v in scored if v is not None]
             if points:
                 ax.plot(*zip(*points, strict=True), marker=".", color=color, lw=lw, label=s.arm)
             chosen = [p for p in points if p[0] == s.lr]
