@@ -2,6 +2,7 @@
 
     python benchmarks/sweep.py speedup [--model resnet20] [--epochs 4] [--sizes 1 2 4 8 16]
     python benchmarks/sweep.py halving [--models plain56 resnet56] [--lrs 0.0125 0.025 0.05 0.1 0.2]
+    python benchmarks/sweep.py fusion [--model resnet20] [--sizes 2 4 8 16] [--device cuda] [--batch-size 128]
 
 speedup: for each N, the summed wall time of N separate `resnets train` commands (lr varied over
 a grid, seeds beyond it) divided by the wall time of the `resnets sweep` command making the same N
@@ -9,6 +10,9 @@ members. halving: per model, the full grid of lrs x 3 seeds as separate runs, ag
 `resnets sweep --prune halving` over the same grid: the speed-up and whether both choose the same
 lr (mean validation error over seeds). Every command is timed whole, start-up included, on
 warm caches (the fast-path trial and the digits arrays are measured before the timing starts).
+fusion: the training step of N members fused (training/fused.py) against one member's step, on
+synthetic 3x32x32 batches: the speed-up is N x fused steps/s over one member's steps/s, with the
+aggregate images/s (the trial `--fuse auto` runs on a GPU).
 """
 
 from __future__ import annotations
@@ -43,9 +47,14 @@ def _members(n: int) -> list[tuple[float, int]]:
     return [(GRID[i % len(GRID)], i // len(GRID)) for i in range(n)]
 
 
-def speedup(model: str, epochs: int, sizes: list[int], root: Path) -> list[dict]:
-    """Separate runs vs one sweep for each N."""
-    common = ["--model", model, "--epochs", str(epochs), *RECIPE]
+def speedup(
+    model: str, epochs: int, sizes: list[int], root: Path, extra: list[str] | None = None
+) -> list[dict]:
+    """Separate runs vs one sweep for each N (and, with ``extra``, other train flags: a GPU, a dataset)."""
+    length = (
+        ["--epochs", str(epochs)] if not any(a in (extra or []) for a in ("--iterations", "--epochs")) else []
+    )
+    common = ["--model", model, *length, *RECIPE, *(extra or [])]
     _run(["train", *common, "--out", str(root / "warm")])  # fills the trial cache: both sides start warm
     rows = []
     for n in sizes:
@@ -59,12 +68,16 @@ def speedup(model: str, epochs: int, sizes: list[int], root: Path) -> list[dict]
         if len(lrs) * seeds != n:  # the sweep is a full grid: only sizes that make one are compared
             continue
         grid = ["sweep", *common, "--lr", *map(str, lrs), "--seeds", str(seeds)]
-        one = _run([*grid, "--processes", "1", "--out", str(root / f"one{n}")])
+        one = _run([*grid, "--processes", "1", "--fuse", "no", "--out", str(root / f"one{n}")])
         swept = _run([*grid, "--out", str(root / f"sw{n}")])  # the measured choice (cached trial)
-        workers = json.loads((root / f"sw{n}" / "workers.json").read_text())["processes"]
+        workers = json.loads((root / f"sw{n}" / "workers.json").read_text())
+        fused = _run([*grid, "--fuse", "yes", "--out", str(root / f"fu{n}")]) if n > 1 else None
         rows.append({"members": n, "separate_s": round(separate, 1), "one_process_s": round(one, 1),
-                     "one_process_speedup": round(separate / one, 2), "auto_processes": workers,
-                     "auto_s": round(swept, 1), "speedup": round(separate / swept, 2)})  # fmt: skip
+                     "one_process_speedup": round(separate / one, 2), "auto_processes": workers["processes"],
+                     "auto_fused": bool(workers.get("fused")), "auto_s": round(swept, 1),
+                     "speedup": round(separate / swept, 2),
+                     "fused_s": round(fused, 1) if fused else None,
+                     "fused_speedup": round(separate / fused, 2) if fused else None})  # fmt: skip
         print(json.dumps(rows[-1]), flush=True)
     return rows
 
@@ -117,6 +130,22 @@ def halving(models: list[str], lrs: list[float], seeds: int, epochs: int, val: i
     return rows
 
 
+def fusion(model: str, sizes: list[int], device: str, batch: int) -> list[dict]:
+    """Fused steps of N members against one member's steps, for each N."""
+    from resnets.experiments.sweep_fusion import measure
+    from resnets.training import TrainConfig
+
+    base = TrainConfig(model=model, batch_size=batch, device=device)
+    rows = []
+    for n in sizes:
+        figures = measure(base, n, (3, 32, 32), 10, __import__("torch").device(device))
+        speed = n * figures["fused_steps_per_s"] / figures["alone_steps_per_s"]
+        rows.append({"model": model, "batch": batch, "members": n, **figures, "speedup": round(speed, 2),
+                     "fused_images_per_s": round(n * batch * figures["fused_steps_per_s"])})  # fmt: skip
+        print(json.dumps(rows[-1]), flush=True)
+    return rows
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     sub = p.add_subparsers(dest="part", required=True)
@@ -124,12 +153,18 @@ def main() -> None:
     s.add_argument("--model", default="resnet20")
     s.add_argument("--epochs", type=int, default=4)
     s.add_argument("--sizes", type=int, nargs="+", default=[1, 2, 4, 8, 16])
+    s.add_argument("--train-args", default="", help='more flags for every run, e.g. "--device cuda"')
     h = sub.add_parser("halving")
     h.add_argument("--models", nargs="+", default=["plain56", "resnet56"])
     h.add_argument("--lrs", type=float, nargs="+", default=[0.0125, 0.025, 0.05, 0.1, 0.2])
     h.add_argument("--seeds", type=int, default=3)
     h.add_argument("--epochs", type=int, default=9)
     h.add_argument("--val-split", type=int, default=300)
+    f = sub.add_parser("fusion")
+    f.add_argument("--model", default="resnet20")
+    f.add_argument("--sizes", type=int, nargs="+", default=[2, 4, 8, 16])
+    f.add_argument("--device", default="cpu")
+    f.add_argument("--batch-size", type=int, default=128)
     p.add_argument("--json", help="also write the rows to this file")
     p.add_argument(
         "--root", help="keep the runs here (halving: finished grid runs are reused) instead of a temp dir"
@@ -139,7 +174,9 @@ def main() -> None:
     with tempfile.TemporaryDirectory(prefix="sweep-bench-") as tmp:
         root = Path(args.root or tmp)
         if args.part == "speedup":
-            rows = speedup(args.model, args.epochs, args.sizes, root)
+            rows = speedup(args.model, args.epochs, args.sizes, root, args.train_args.split())
+        elif args.part == "fusion":
+            rows = fusion(args.model, args.sizes, args.device, args.batch_size)
         else:
             for old in root.glob("halving-*"):  # the sweep itself is always timed afresh
                 shutil.rmtree(old)

@@ -91,17 +91,19 @@ def test_inference_is_deterministic_and_scales_the_branch() -> None:
 
 
 @pytest.mark.slow
-def test_plain_twins_refuse_stochastic_depth() -> None:
+def test_plain_twins_refuse_stochastic_depth(tmp_path) -> None:
     with pytest.raises(ResnetsError, match="drop_path needs shortcuts"):
         create_model("plain56", drop_path=0.5)
     with pytest.raises(ResnetsError, match=r"drop_path must be a probability in \[0, 1\)"):
         create_model("resnet56", drop_path=1.0)
     assert_clean_error(
         run_cli(
-            "train", "--model", "plain20", "--dataset", "digits", "--drop-path", "0.2", "--iterations", "1"
+            "train", "--model", "plain20", "--dataset", "digits", "--drop-path", "0.2", "--iterations", "1",
+            "--out", str(tmp_path / "refused"),
         ),
         "drop_path needs shortcuts",
     )
+    assert not (tmp_path / "refused").exists()  # refused before anything was written: no empty folder left
 
 
 @pytest.mark.slow

@@ -37,6 +37,10 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--processes", default="auto", metavar="N|auto",
                    help="CPU: one-thread processes training members side by side (default auto: "
                    "measured on this machine, kept on resume)")  # fmt: skip
+    p.add_argument("--fuse", default="auto", choices=["auto", "yes", "no"],
+                   help="train members that differ only in lr, decay and seed as one fused net (one "
+                   "pass of every kernel for all; default auto: where a trial on this device finds it "
+                   "faster, kept on resume)")  # fmt: skip
     p.add_argument("--shard", default="0/1", metavar="I/N",
                    help="train the I-th of N slices of the members (0-based; an array job)")  # fmt: skip
     p.add_argument("--collect", action="store_true", default=False,
@@ -82,14 +86,14 @@ def run_sweep_command(args: argparse.Namespace) -> int:
     if args.seeds < 1:
         raise ResnetsError(f"--seeds must be a positive integer, got {args.seeds}")
     given = {k: v for k, v in vars(args).items() if k not in ("lr", "weight_decay")}
-    for key in ("seeds", "prune", "eta", "shard", "collect", "seed", "processes"):
+    for key in ("seeds", "prune", "eta", "shard", "collect", "seed", "processes", "fuse"):
         given.pop(key, None)
     base, _, _ = train_command.config_from_args(argparse.Namespace(**{**given, "resume": False, "out": out}))
     lrs = list(getattr(args, "lr", None) or [base.lr])
     decays = list(getattr(args, "weight_decay", None) or [base.weight_decay])
     cfg = SweepConfig(
         base, lrs, decays, list(range(args.seed, args.seed + args.seeds)), out, args.prune, args.eta,
-        _shard(args.shard), _processes(args.processes),
+        _shard(args.shard), _processes(args.processes), args.fuse,
     ).validate()  # fmt: skip
     result = run_sweep(cfg, resume=args.resume, progress=not args.quiet)
     if os.environ.get("RANK", "0") != "0":  # torchrun: rank 0 reports

@@ -6,8 +6,9 @@ imports, data loading and the fast-path trial are paid once per sweep instead of
 and a member equals the run `resnets train` makes with its settings (tests hold it to that).
 On a CPU, where a short trial finds several one-thread processes faster than one process with
 every thread (sweep_workers.py), the members are split over that many processes instead; each
-member then equals `OMP_NUM_THREADS=1 resnets train` with its settings. Fusing members into one
-set of kernels, which pays on a GPU, is not built yet.
+member then equals `OMP_NUM_THREADS=1 resnets train` with its settings. Where a trial finds it
+faster (a GPU, mostly: sweep_fusion.py), members that differ only in lr, decay and seed are trained
+fused (training/fused.py): one pass of every kernel for all of them, each member still its own run.
 
 With ``prune="halving"`` the (lr, weight decay) grid is searched with the first seed by successive
 halving on the validation error (each rung's BatchNorm statistics recomputed over training
@@ -77,13 +78,16 @@ def _run_sweep(cfg: SweepConfig, resume: bool, progress: bool, log: Log) -> Swee
     with exclusive(holder, "sweep") if main_process() else contextlib.nullcontext():
         if main_process():
             _check_settings(out, cfg, resume)
-        processes = _processes(cfg, log) if main_process() else 1
+        mechanism = _mechanism(cfg, log) if main_process() else {"processes": 1, "fused": False}
+        fused = bool(mechanism.get("fused"))
         if cfg.prune in SEARCHES:
-            _search(cfg, progress, log)
-        elif processes > 1:
-            run_in_processes(cfg, processes)
+            _search(cfg, progress, log, fused)
+        elif mechanism["processes"] > 1:
+            run_in_processes(cfg, int(mechanism["processes"]))
         else:
             mine = cfg.members()[index::count]
+            if fused:
+                _train_fused(cfg, [m for m in mine if _status(cfg, m) is None], None, progress, log)
             for i, member in enumerate(mine, 1):
                 status = _status(cfg, member)
                 log(f"[{i}/{len(mine)}] {member.name}: {status or 'training'}")
@@ -94,27 +98,68 @@ def _run_sweep(cfg: SweepConfig, resume: bool, progress: bool, log: Log) -> Swee
     return collect(cfg.out)
 
 
-def _processes(cfg: SweepConfig, log: Log) -> int:
-    """This sweep's process count: decided once (measured, or --processes), kept on resume in workers.json."""
-    if cfg.prune in SEARCHES or cfg.shard[1] > 1 or "WORLD_SIZE" in os.environ:
-        return 1  # rungs need every score in one place; a shard or a DDP rank is a process already
+def _mechanism(cfg: SweepConfig, log: Log) -> dict[str, Any]:
+    """How this sweep trains its members: fused, in one-thread processes or in turn; kept in workers.json."""
+    if "WORLD_SIZE" in os.environ:
+        return {"processes": 1, "fused": False}  # each member is a DDP run of the torchrun job
     path = Path(cfg.out) / WORKERS_FILE
-    if path.exists():
-        return int(read_json(path).get("processes", 1))
+    if cfg.shard[1] == 1 and path.exists():
+        return {"fused": False, **read_json(path)}  # a sweep saved before fusion trained in turn
     from ..data import load_dataset
+    from .sweep_fusion import choose_fusion
     from .sweep_workers import choose_processes
 
-    if resolve_device(cfg.base.device).type != "cpu":
-        decision = {"processes": 1, "why": "one process per GPU: fusing members there is not built"}
+    data = load_dataset(cfg.base.dataset, cfg.base.data_dir, **cfg.base.dataset_options)
+    shape, classes = tuple(data.image_shape), data.num_classes
+    # A search fuses its candidates at the first seed; the others fuse the whole grid.
+    group = [Member(lr, wd, cfg.seeds[0]) for lr in cfg.lrs for wd in cfg.weight_decays]
+    if cfg.prune not in SEARCHES:
+        group = cfg.members()[cfg.shard[0] :: cfg.shard[1]]
+    fusion = choose_fusion(cfg.base, [cfg.member_config(m) for m in group], shape, classes, cfg.fuse)
+    if fusion["fused"]:
+        decision = {"processes": 1, **fusion}
+    elif cfg.prune in SEARCHES or cfg.shard[1] > 1 or resolve_device(cfg.base.device).type != "cpu":
+        # Rungs need every score in one place; a shard is a process already; one process per GPU.
+        decision = {"processes": 1, "fused": False, "why": fusion["why"]}
     elif cfg.processes is not None:
-        decision = {"processes": min(cfg.processes, len(cfg.members())), "why": "--processes"}
+        decision = {"processes": min(cfg.processes, len(cfg.members())), "fused": False, "why": "--processes"}
     else:
-        data = load_dataset(cfg.base.dataset, cfg.base.data_dir, **cfg.base.dataset_options)
-        decision = choose_processes(cfg.base, len(cfg.members()), tuple(data.image_shape), data.num_classes)
-    atomic_write_text(path, json.dumps(decision, indent=1) + "\n")
-    if decision["processes"] > 1:
+        decision = {**choose_processes(cfg.base, len(cfg.members()), shape, classes), "fused": False}
+    decision.setdefault("fusion", fusion)
+    if cfg.shard[1] == 1:
+        atomic_write_text(path, json.dumps(decision, indent=1) + "\n")
+    if decision["fused"]:
+        log(f"training the members fused ({decision['why']})")
+    elif decision["processes"] > 1:
         log(f"training in {decision['processes']} one-thread processes side by side ({decision['why']})")
-    return int(decision["processes"])
+    return decision
+
+
+def _train_fused(
+    cfg: SweepConfig, members: list[Member], until: int | None, progress: bool, log: Log
+) -> None:
+    """Train ``members`` together to ``until`` (or the end), writing the rows of those that finish or diverge.
+
+    Where their nets cannot be fused after all (a random layer, a streamed dataset), it says so and
+    leaves them to be trained one by one.
+    """
+    from ..training.fused import train_together
+
+    if len(members) < 2:
+        return
+    runs = [cfg.member_config(m) for m in members]
+    try:
+        results = train_together(runs, resume=True, progress=progress, until=until)
+    except ResnetsError as e:
+        if "cannot train together" not in str(e):
+            raise
+        log(f"{e}: training them one by one")
+        return
+    for member, run, result in zip(members, runs, results, strict=True):
+        if isinstance(result, Diverged):
+            _write_row(Path(run.out), member, "diverged", result.step or 0, {}, diverged=str(result))
+        elif result.finished:
+            _write_row(Path(run.out), member, "done", result.steps, result.metrics)
 
 
 def _check_settings(out: Path, cfg: SweepConfig, resume: bool) -> None:
@@ -195,7 +240,7 @@ def _write_row(
     return row
 
 
-def _search(cfg: SweepConfig, progress: bool, log: Log) -> None:
+def _search(cfg: SweepConfig, progress: bool, log: Log, fused: bool = False) -> None:
     """The (lr, decay) grid at the first seed, halved at rungs or in full; the best then gets every seed."""
     first = cfg.seeds[0]
     candidates = [Member(lr, wd, first) for lr in cfg.lrs for wd in cfg.weight_decays]
@@ -207,6 +252,8 @@ def _search(cfg: SweepConfig, progress: bool, log: Log) -> None:
     alive = candidates
     reached: dict[Member, tuple[int, Score]] = {}  # each candidate's last rung and score there
     for rung, after in zip(schedule, [*schedule[1:], None], strict=True):
+        if fused:
+            _train_fused(cfg, [m for m in alive if _needs_rung(cfg, m, rung)], rung.step, progress, log)
         scores = {m: _rung_score(cfg, m, rung, progress, log) for m in alive}
         reached |= {m: (rung.index, score) for m, score in scores.items()}
         kept = promote(scores, after.keep if after else 1, candidates)
@@ -233,6 +280,9 @@ def _search(cfg: SweepConfig, progress: bool, log: Log) -> None:
     chosen = {"lr": winner.lr, "weight_decay": winner.weight_decay, "val_error": error, "val_loss": loss}
     if main_process():
         atomic_write_text(Path(cfg.out) / CHOSEN_FILE, json.dumps(chosen) + "\n")
+    if fused:
+        others = [dataclasses.replace(winner, seed=seed) for seed in cfg.seeds[1:]]
+        _train_fused(cfg, [m for m in others if _status(cfg, m) is None], None, progress, log)
     for seed in cfg.seeds[1:]:
         member = dataclasses.replace(winner, seed=seed)
         status = _status(cfg, member)
@@ -257,6 +307,14 @@ def _rung_score(cfg: SweepConfig, member: Member, rung: Rung, progress: bool, lo
     scores[str(rung.step)] = None if math.isnan(score[0]) else list(score)
     atomic_write_text(path, json.dumps(scores) + "\n")
     return score
+
+
+def _needs_rung(cfg: SweepConfig, member: Member, rung: Rung) -> bool:
+    """Whether the member has still to be trained to the rung: no score there, not diverged."""
+    folder = Path(cfg.member_config(member).out)
+    if (folder / MEMBER_FILE).exists() and read_json(folder / MEMBER_FILE)["status"] == "diverged":
+        return False
+    return not ((folder / RUNGS_FILE).exists() and str(rung.step) in read_json(folder / RUNGS_FILE))
 
 
 def _validate(cfg: SweepConfig, result: RunResult) -> Score:

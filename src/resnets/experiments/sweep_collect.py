@@ -115,6 +115,8 @@ def _mechanism(out: Path) -> str:
     """How the members were trained, for sweep.json and the report."""
     path = out / WORKERS_FILE
     decision = read_json(path) if path.exists() else {"processes": 1}
+    if decision.get("fused"):
+        return f"one process, the members fused ({decision['why']})"
     if decision.get("processes", 1) > 1:
         return f"{decision['processes']} one-thread processes side by side ({decision['why']})"
     return MECHANISM

@@ -26,6 +26,7 @@ SEARCHES = ("halving", "first-seed")  # the pruners that choose at the first see
 # Settings a resumed sweep may extend with new values (not with halving, whose rungs they would move).
 GROWING = ("lrs", "seeds")
 MECHANISM = "one process, members in turn"
+FUSE = ("auto", "yes", "no")
 
 
 @dataclass(frozen=True)
@@ -55,6 +56,7 @@ class SweepConfig:
     eta: int = 2  # halving keeps 1/eta of the candidates at each rung
     shard: tuple[int, int] = (0, 1)  # (index, count): this process trains members index, index+count, ...
     processes: int | None = None  # one-thread processes side by side on a CPU; None: measured
+    fuse: str = "auto"  # train members fused (training/fused.py): yes, no, or auto (a measured trial)
 
     def validate(self) -> SweepConfig:
         """Check the axes and the settings; raise a one-line ResnetsError."""
@@ -75,6 +77,8 @@ class SweepConfig:
             raise ResnetsError(f"--eta must be an integer >= 2, got {self.eta!r}")
         if self.processes is not None and (not isinstance(self.processes, int) or self.processes < 1):
             raise ResnetsError(f"--processes must be a positive integer or auto, got {self.processes!r}")
+        if self.fuse not in FUSE:
+            raise ResnetsError(f"unknown --fuse {self.fuse!r}; choose {', '.join(FUSE)}")
         index, count = self.shard
         if not 0 <= index < count:
             raise ResnetsError(f"--shard I/N needs 0 <= I < N, got {index}/{count}")

@@ -36,6 +36,7 @@ def _holder(folder: Path) -> str:
 def exclusive(folder: str | os.PathLike[str], what: str = "run") -> Iterator[None]:
     """Hold ``folder``'s lock while the body runs; refuse at once when another process holds it."""
     folder = Path(folder)
+    created = not folder.exists()
     try:
         folder.mkdir(parents=True, exist_ok=True)
     except OSError as e:
@@ -59,4 +60,9 @@ def exclusive(folder: str | os.PathLike[str], what: str = "run") -> Iterator[Non
     finally:
         with contextlib.suppress(OSError):
             (folder / HOLDER_FILE).unlink()
+        if created:  # a run refused before it wrote anything leaves no empty folder behind
+            with contextlib.suppress(OSError):
+                if os.listdir(folder) == [LOCK_FILE]:
+                    (folder / LOCK_FILE).unlink()
+                    folder.rmdir()
         lock.release()
