@@ -88,8 +88,13 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
                    help=f"default {' '.join(map(str, depths))}")  # fmt: skip
     p.add_argument("--family", default=field_default(StudyConfig, "family"),
                    help="cifar (resnetN/plainN, default) or preact")  # fmt: skip
+    p.add_argument("--models", nargs="+", metavar="MODEL",
+                   help="these models instead of --family x --depths")  # fmt: skip
+    p.add_argument("--iterations", type=int, help="steps per model instead of --epochs")
+    p.add_argument("--recipe", help="start every run from a named training recipe (`resnets train "
+                   "--recipe`: paper-cifar, ...); flags given here override it")  # fmt: skip
     p.add_argument("--out", default=out, help=f"study folder (default {out})")
-    p.set_defaults(func=run_degradation)
+    p.set_defaults(func=run_degradation, parser=p)
 
     le = sub.add_parser("lesion", help="delete blocks of trained nets one at a time: test error")
     le.add_argument("--run", required=True, action="append", dest="runs",
@@ -114,6 +119,28 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
     recipe_flags(d, StudyConfig, epochs=False)
     d.add_argument("--out", help="folder for runs and plots (default runs/diagnose-MODEL)")
     d.set_defaults(func=run_diagnose, seeds=1)  # a look at one pair, not a comparison
+
+
+_UNSET = object()
+
+
+def given_flags(parser: argparse.ArgumentParser, argv: Sequence[str]) -> set[str]:
+    """The settings (argparse destinations) the command line gave, as opposed to left at their defaults."""
+    probe = argparse.Namespace(**{a.dest: _UNSET for a in parser._actions if a.dest != argparse.SUPPRESS})
+    parser.parse_known_args(list(argv), probe)  # a default is only filled in where the namespace has none
+    return {name for name, value in vars(probe).items() if value is not _UNSET}
+
+
+def study_config(args: argparse.Namespace) -> StudyConfig:
+    """The depth study the flags describe: over a named recipe, only the flags given override it."""
+    argv = args.argv[args.argv.index(args.command) + 1 :]
+    given = given_flags(args.parser, argv)
+    if {"epochs", "iterations"} <= given:
+        raise ResnetsError("give --epochs or --iterations, not both")
+    if args.recipe is None:
+        return config_from(StudyConfig, args).validate()
+    fields = {f.name for f in dataclasses.fields(StudyConfig)} - {"recipe"}
+    return StudyConfig.from_recipe(args.recipe, **{k: getattr(args, k) for k in fields & given}).validate()
 
 
 def _print_results(results: list, paths: dict) -> None:
@@ -143,7 +170,7 @@ def run_degradation(args: argparse.Namespace) -> int:
     from ..experiments.degradation import deepest_lesions, run_study
     from ..report import write_report
 
-    cfg = config_from(StudyConfig, args).validate()
+    cfg = study_config(args)
     results = run_study(cfg, progress=not args.quiet)
     lesions = deepest_lesions(cfg, results)
     _print_results(results, write_report(results, cfg, command_line(args), lesions))

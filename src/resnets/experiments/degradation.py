@@ -8,6 +8,7 @@ models are not trained again.
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass, field
 from functools import partial
 from pathlib import Path
@@ -18,6 +19,7 @@ from ..models import get_spec, summarize
 from ..training import TrainConfig
 from ..training.device import resolve_device
 from ..training.precision import resolve_precision
+from ..training.recipes import apply_recipe
 from .lesion import LesionResult, study_lesions
 from .measure import finite_or_none
 from .recipe import RECIPE, run_settings
@@ -36,6 +38,10 @@ class StudyConfig:
     """Settings of a degradation study; every model is trained with the same recipe."""
 
     dataset: str = RECIPE.dataset
+    # A named training recipe (training/recipes.py) every run starts from, its settings under the
+    # study's own: build such a study with StudyConfig.from_recipe, which puts the recipe's values
+    # into the study's fields. Recorded, so a resumed study refuses another recipe.
+    recipe: str | None = None
     data_dir: str | None = None
     depths: list[int] = field(default_factory=lambda: [20, 32, 44, 56])
     family: str = "cifar"
@@ -71,8 +77,21 @@ class StudyConfig:
                 get_spec(FAMILIES[self.family][0].format(d))  # unknown depth: suggests close names
         if not isinstance(self.seeds, int) or isinstance(self.seeds, bool) or self.seeds < 1:
             raise ResnetsError(f"seeds must be a positive integer, got {self.seeds!r}")
-        self.recipe("resnet20").validate()
+        self.run_config("resnet20").validate()
         return self
+
+    @classmethod
+    def from_recipe(cls, name: str | None, **given: Any) -> StudyConfig:
+        """A study whose runs follow the named training recipe, the ``given`` settings over it.
+
+        The recipe is merged as `resnets train --recipe` merges it (a given --epochs replaces its
+        iterations); the settings a study has no field for (momentum, bn_group, ...) reach each run
+        through ``run_config``.
+        """
+        if name is None:
+            return cls(**given)
+        fields = {f.name for f in dataclasses.fields(cls)}
+        return cls(**{k: v for k, v in apply_recipe(name, given).items() if k in fields})
 
     def seed_list(self) -> list[int]:
         """The seeds every model is trained with."""
@@ -88,14 +107,16 @@ class StudyConfig:
             (res.format(d), d, True) for d in sorted(self.depths)
         ]
 
-    def recipe(self, model: str, seed: int | None = None) -> TrainConfig:
+    def run_config(self, model: str, seed: int | None = None) -> TrainConfig:
         """The identical training config for one model of the study at one seed (default: the first)."""
         seed = self.seed if seed is None else seed
-        return TrainConfig(
-            model=model, out=str(run_folder(Path(self.out), model, seed)),
-            epochs=None if self.iterations else self.epochs, iterations=self.iterations, seed=seed,
+        settings = {
+            "model": model, "out": str(run_folder(Path(self.out), model, seed)),
+            "epochs": None if self.iterations else self.epochs, "iterations": self.iterations, "seed": seed,
             **run_settings(self),
-        )  # fmt: skip
+        }  # fmt: skip
+        # The study's settings go over the recipe's; the recipe adds those the study has no field for.
+        return TrainConfig(**(apply_recipe(self.recipe, settings) if self.recipe else settings))
 
 
 def run_folder(out: Path, model: str, seed: int) -> Path:
@@ -151,7 +172,7 @@ def _jobs(cfg: StudyConfig) -> list[Job[ModelResult]]:
             # Cost of each model ~ its multiply-adds; the study's ETA follows from the cost done so far.
             cost = summarize(name).macs
             result = partial(_model_result, name, depth, residual, seed)
-            jobs.append(Job(label, cfg.recipe(name, seed), result, cost))
+            jobs.append(Job(label, cfg.run_config(name, seed), result, cost))
     return jobs
 
 

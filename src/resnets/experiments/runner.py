@@ -27,7 +27,7 @@ Log = Callable[[str], None]
 
 # Settings every model of a study shares; a re-run may add depths or move devices, not change these.
 RECIPE_KEYS = (
-    "dataset", "family", "epochs", "iterations", "batch_size", "lr", "schedule", "weight_decay",
+    "dataset", "recipe", "family", "epochs", "iterations", "batch_size", "lr", "schedule", "weight_decay",
     "precision", "channels_last", "train_subset", "seed",
 )  # fmt: skip
 
@@ -80,9 +80,10 @@ def check_study(path: Path, cfg: Any) -> None:
         raise ResnetsError(f"{path} is damaged (not a JSON object); remove it or use another --out")
     for key, value in dataclasses.asdict(cfg).items():
         if key in RECIPE_KEYS and key in saved and saved[key] != value:
+            flag = f"--{key.replace('_', '-')}"
             raise ResnetsError(
-                f"--{key.replace('_', '-')} {value} differs from the study in {path.parent} "
-                f"({saved[key]!r}); a resumed study keeps its recipe: use another --out"
+                f"{f'no {flag}' if value is None else f'{flag} {value}'} differs from the study in "
+                f"{path.parent} ({saved[key]!r}); a resumed study keeps its recipe: use another --out"
             )
 
 

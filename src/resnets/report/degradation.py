@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 import re
@@ -11,15 +12,29 @@ from typing import Any
 
 from ..experiments.degradation import ModelResult, StudyConfig, run_folder
 from ..experiments.lesion import LesionResult, lesion_verdict
+from ..training.recipes import RECIPES
 from .degradation_figures import all_figures
-from .degradation_verdict import Runs, by_model, diverged_note, finished, spread, verdict
-from .page import Document, sgd_recipe, write_documents
+from .degradation_verdict import Runs, by_model, diverged_note, finished, first_seed, spread, verdict
+from .page import Document, Table, sgd_recipe, write_documents
+from .paper_cifar import (
+    FIGURE6_CAPTION,
+    FIGURE6_TITLE,
+    PAPER_TABLE6,
+    TABLE6_NOTE,
+    TABLE6_TITLE,
+    Curve,
+    figure6,
+    is_paper_study,
+    recipe_changes,
+    table6,
+)
 
 # He et al. 2015, Table 6: CIFAR-10 test error (%) of the residual nets.
-PAPER_CIFAR10 = {20: 8.75, 32: 7.51, 44: 7.17, 56: 6.97, 110: 6.43, 1202: 7.93}
+PAPER_CIFAR10 = {depth: error for depth, (_, error) in PAPER_TABLE6.items()}
 
 TITLE = "Plain vs residual: the degradation study"
 CAPTIONS = {
+    "figure6": FIGURE6_CAPTION,
     "errors": "Training (dashed, running average over each epoch, augmented) and test (solid) error, "
     "first seed.",
     "final": "Final training error (whole training set, no augmentation) and test error by depth: each dot "
@@ -38,8 +53,8 @@ TABLE_NOTE = (
     "standard deviation over the seeds that finished; train time: their mean. Seeds: finished / trained; "
     "a diverged seed is named and left out of the means."
 )
-TITLES = {"errors": "Error curves", "final": "Final error by depth", "gradients": "Gradient flow",
-          "responses": "Layer responses", "signal": "Signal propagation",
+TITLES = {"figure6": FIGURE6_TITLE, "errors": "Error curves", "final": "Final error by depth",
+          "gradients": "Gradient flow", "responses": "Layer responses", "signal": "Signal propagation",
           "lesion": "Lesion study (Veit et al. 2016)"}  # fmt: skip
 
 
@@ -85,9 +100,22 @@ def _recipe(cfg: StudyConfig) -> str:
     seeds = cfg.seed_list()
     named = ("seeds " if len(seeds) > 1 else "seed ") + ", ".join(map(str, seeds))
     return (
-        f"{sgd_recipe(cfg)}, {named}; the same recipe for every model. Shortcuts: "
+        f"{sgd_recipe(cfg)}, {named}; the same recipe for every model{_named_recipe(cfg)}. Shortcuts: "
         "option A (parameter-free), so each plain net has exactly its residual twin's parameters."
     )
+
+
+def _named_recipe(cfg: StudyConfig) -> str:
+    """What a named recipe adds to the runs, and what the study changed of it (for the intro)."""
+    if cfg.recipe is None:
+        return ""
+    run, fields = cfg.run_config("resnet20"), {f.name for f in dataclasses.fields(StudyConfig)}
+    extra = [f"{k} {getattr(run, k)}" for k in RECIPES[cfg.recipe] if k not in fields and k != "model"]
+    if run.warmup_steps is None and run.schedule == "paper":
+        extra.append("the paper's 400-step warm-up at lr/10 for depth >= 110")
+    changed = recipe_changes(cfg)
+    said = f", from the recipe `{cfg.recipe}`" + (f" ({', '.join(extra)})" if extra else "")
+    return said + (f"; changed from the recipe: {', '.join(changed)}" if changed else "")
 
 
 def _checkpointing(run: Path) -> dict[str, Any]:
@@ -119,10 +147,24 @@ def write_report(
     out = Path(cfg.out)
     figures = all_figures(results, out / "figures", lesions)
     header, rows = table_rows(results, cfg.dataset)
+    more = []
+    if is_paper_study(cfg):  # the paper's Table 6 and Figure 6 beside ours
+        more.append(Table(TABLE6_TITLE, *_table6(results), note=TABLE6_NOTE))
+        curves = [Curve(r.model, r.depth, r.residual, r.curves) for r in first_seed(results)]
+        total = cfg.run_config("resnet20").iterations
+        figures = {"figure6": figure6(curves, out / "figures" / "figure6.png", total), **figures}
     doc = Document(
         title=TITLE, intro=[_recipe(cfg), _checkpointing_note(results, out)], command=command,
         findings=verdict(results) + lesion_verdict(lesions or []), header=header, rows=rows,
         classes=["residual" if g[0].residual else "plain" for g in by_model(results)], table_note=TABLE_NOTE,
         figures=figures, titles=TITLES, captions=CAPTIONS, page_title=f"{TITLE} ({cfg.dataset})",
+        more_tables=more,
     )  # fmt: skip
     return write_documents(out, doc, [r.summary() for r in results])
+
+
+def _table6(results: list[ModelResult]) -> tuple[list[str], list[list[str]], list[str]]:
+    """The Table 6 block of the residual nets: header, rows and row styles."""
+    runs = [g for g in by_model(results) if g[0].residual]
+    header, rows = table6([(g[0].depth, g[0].params, [r.test_error for r in finished(g)]) for g in runs])
+    return header, rows, ["residual"] * len(rows)

@@ -65,8 +65,10 @@ class Document:
 def sgd_recipe(cfg: Any) -> str:
     """The recipe a study's runs share, in one sentence fragment (dataset, epochs, SGD settings)."""
     subset = f" (a {cfg.train_subset}-image subset)" if cfg.train_subset else ""
+    iterations = getattr(cfg, "iterations", None)  # a study given steps trains that many, not epochs
+    length = f"{iterations} iterations" if iterations else f"{cfg.epochs} epochs"
     return (
-        f"dataset **{cfg.dataset}**{subset}; {cfg.epochs} epochs of SGD (momentum 0.9, "
+        f"dataset **{cfg.dataset}**{subset}; {length} of SGD (momentum 0.9, "
         f"batch {cfg.batch_size}, peak lr {cfg.lr:g}, {cfg.schedule} schedule, "
         f"weight decay {cfg.weight_decay:g}), precision {cfg.precision}"
     )
