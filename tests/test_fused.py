@@ -171,7 +171,8 @@ def test_what_would_change_a_member_is_not_fused() -> None:
     assert unfusable(cfgs[:1]) == "one member"
     assert "differ" in unfusable([cfgs[0], dataclasses.replace(cfgs[1], model="plain20")])
     for change, word in (({"ema_decay": 0.99}, "--ema"), ({"optimizer": "adamw"}, "--opt adamw"),
-                         ({"accumulate": 2}, "--accumulate"), ({"bn_group": 16}, "--bn-group")):  # fmt: skip
+                         ({"accumulate": 2}, "--accumulate"), ({"bn_group": 16}, "--bn-group"),
+                         ({"mixup": 0.2}, "--mixup"), ({"cutmix": 1.0}, "--cutmix")):  # fmt: skip
         assert word in unfusable([dataclasses.replace(c, **change) for c in cfgs])
 
 

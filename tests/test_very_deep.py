@@ -98,8 +98,17 @@ def test_plain_twins_refuse_stochastic_depth(tmp_path) -> None:
         create_model("resnet56", drop_path=1.0)
     assert_clean_error(
         run_cli(
-            "train", "--model", "plain20", "--dataset", "digits", "--drop-path", "0.2", "--iterations", "1",
-            "--out", str(tmp_path / "refused"),
+            "train",
+            "--model",
+            "plain20",
+            "--dataset",
+            "digits",
+            "--drop-path",
+            "0.2",
+            "--iterations",
+            "1",
+            "--out",
+            str(tmp_path / "refused"),
         ),
         "drop_path needs shortcuts",
     )

@@ -45,6 +45,7 @@ def add_train_flags(p: argparse.ArgumentParser) -> None:
     _speed_flags(p)
     _model_flags(p)
     _data_flags(p)
+    _augment_flags(p)
 
 
 def _run_flags(p: argparse.ArgumentParser) -> None:
@@ -73,8 +74,9 @@ def _run_flags(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--log",
         action="append",
-        choices=["tensorboard"],
-        help="also log to TensorBoard (RUN/tensorboard; pip install 'resnets[tensorboard]')",
+        choices=["tensorboard", "mlflow"],
+        help="also log to TensorBoard (RUN/tensorboard; pip install 'resnets[tensorboard]') or MLflow (a "
+        "SQLite store in RUN/mlflow: settings and every metrics.jsonl row; pip install 'resnets[mlflow]')",
     )
     p.add_argument(
         "--seed", type=int, help="seed of initialisation, data order and augmentation" + _default("seed")
@@ -248,6 +250,28 @@ def _data_flags(p: argparse.ArgumentParser) -> None:
         type=int,
         help="streamed: progressive resizing, from this crop up to --image-size by 75%% of the epochs",
     )
+
+
+def _augment_flags(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--randaugment", action=ONOFF,
+        help="RandAugment on the training images: 2 of 14 operations per image at magnitude 9 of 30 "
+        "(torchvision's defaults), on the batch's tensors",
+    )  # fmt: skip
+    p.add_argument(
+        "--trivialaugment", action=ONOFF,
+        help="TrivialAugment (wide) on the training images: one operation per image at a random magnitude",
+    )  # fmt: skip
+    p.add_argument(
+        "--mixup", type=float, metavar="ALPHA",
+        help="mix each training batch with a shuffled copy, lambda ~ Beta(ALPHA, ALPHA) per batch, soft "
+        "targets (timm uses 0.8; 0: off)",
+    )  # fmt: skip
+    p.add_argument(
+        "--cutmix", type=float, metavar="ALPHA",
+        help="paste a box of a shuffled copy into each training batch, area 1 - lambda, lambda ~ Beta(ALPHA, "
+        "ALPHA) (timm uses 1.0; 0: off); with --mixup, one or the other per batch at a coin flip",
+    )  # fmt: skip
 
 
 def _eval_parser(sub: argparse._SubParsersAction) -> None:

@@ -3,6 +3,8 @@
 Every random choice of an epoch (order, crop offsets, flips) is drawn up front from a
 generator seeded by (seed, epoch), so any batch of any epoch can be rebuilt exactly:
 that is what makes a resumed run identical to an uninterrupted one.
+RandAugment, TrivialAugment, mixup and CutMix (augment.py) draw from a generator of their own per
+batch, seeded by (seed, epoch, batch, rank), for the same reason.
 """
 
 from __future__ import annotations
@@ -12,6 +14,7 @@ from collections.abc import Iterator, Sequence
 import torch
 import torch.nn.functional as F
 
+from .augment import BatchAugment
 from .dataset import ImageData
 
 
@@ -53,6 +56,7 @@ class TensorLoader:
         seed: int = 0,
         channels_last: bool = False,
         shard: tuple[int, int] = (0, 1),
+        augment: BatchAugment | None = None,
     ) -> None:
         self.data = data.to(device)
         self.batch_size = batch_size
@@ -67,6 +71,7 @@ class TensorLoader:
         self.seed = seed
         self.channels_last = channels_last
         self.rank, self.world = shard
+        self.augment = augment if train else None  # RandAugment, mixup...: training batches only
 
     def __len__(self) -> int:
         """Batches per epoch (training drops the last partial batch, evaluation keeps it)."""
@@ -104,10 +109,16 @@ class TensorLoader:
             if self.flip:
                 mask = flips[pos].to(self.device)[:, None, None, None]
                 x = torch.where(mask, x.flip(3), x)
+            y = self.data.labels[idx]
+            if self.augment is not None:
+                draws = self.augment.draws(epoch, i, self.rank)
+                x = self.augment.images(x, draws)
             x = normalize(x, self.mean, self.std)
+            if self.augment is not None:
+                x, y = self.augment.mix(x, y, draws)  # y: soft targets (B, classes) where mixed
             if self.channels_last:
                 x = x.contiguous(memory_format=torch.channels_last)
-            yield x, self.data.labels[idx]
+            yield x, y
 
     def __iter__(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
         return self.epoch(0)

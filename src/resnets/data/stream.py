@@ -16,6 +16,7 @@ from collections.abc import Callable, Iterator, Sequence
 import numpy as np
 import torch
 
+from .augment import BatchAugment
 from .files import ImageSource
 from .loader import epoch_seed, normalize
 from .transforms import eval_image, train_image
@@ -101,6 +102,7 @@ class StreamLoader:
         shard: tuple[int, int] = (0, 1),
         workers: int = 1,
         size_at: Callable[[int], int] | None = None,
+        augment: BatchAugment | None = None,
     ) -> None:
         self.source = source
         self.batch_size = batch_size
@@ -109,6 +111,7 @@ class StreamLoader:
         self.std = torch.tensor(std, device=device).view(1, 3, 1, 1) * 255
         self.train, self.seed, self.channels_last = train, seed, channels_last
         self.rank, self.world = shard
+        self.augment = augment if train else None  # RandAugment, mixup...: on each uint8 batch, here
         self.size_at = size_at or (lambda epoch: image_size)
         self.plan = EpochPlan(self._keys)
         self.workers = workers
@@ -141,11 +144,17 @@ class StreamLoader:
     def epoch(self, epoch: int = 0, start: int = 0) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
         """The batches of ``epoch``, beginning at batch index ``start``."""
         self.plan.epoch, self.plan.start = epoch, start
-        for images, labels in self._loader:
-            x = normalize(images.to(self.device, non_blocking=True), self.mean, self.std)
+        for i, (images, labels) in enumerate(self._loader, start):
+            x, y = images.to(self.device, non_blocking=True), labels.to(self.device, non_blocking=True)
+            if self.augment is not None:
+                draws = self.augment.draws(epoch, i, self.rank)
+                x = self.augment.images(x, draws)
+            x = normalize(x, self.mean, self.std)
+            if self.augment is not None:
+                x, y = self.augment.mix(x, y, draws)  # y: soft targets (B, classes) where mixed
             if self.channels_last:
                 x = x.contiguous(memory_format=torch.channels_last)
-            yield x, labels.to(self.device, non_blocking=True)
+            yield x, y
 
     def __iter__(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
         return self.epoch(0)

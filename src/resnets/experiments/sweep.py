@@ -333,13 +333,14 @@ def _validate(cfg: SweepConfig, result: RunResult) -> Score:
     data = load_dataset(base.dataset, base.data_dir, **base.dataset_options)
     train_split, val_split = held_out(data, base.val_split)
     device = next(result.model.parameters()).device
-    precision = (read_resolved(result.run_dir) or {}).get("precision", "fp32")
+    resolved = read_resolved(result.run_dir) or {}
+    precision = resolved.get("precision", "fp32")
+    # The member's own normalisation (a pretrained file's may replace the data's).
+    mean, std = resolved.get("mean", data.mean), resolved.get("std", data.std)
     images = train_split.subset(PRECISE_BN_IMAGES, seed=0)
-    loader = TensorLoader(images, base.batch_size, data.mean, data.std, device)
+    loader = TensorLoader(images, base.batch_size, mean, std, device)
     model = with_precise_bn(result.model, (x for x, _ in loader), precision)
-    loss, error = evaluate(
-        model, TensorLoader(val_split, base.batch_size, data.mean, data.std, device), precision
-    )
+    loss, error = evaluate(model, TensorLoader(val_split, base.batch_size, mean, std, device), precision)
     return error, loss  # a NaN loss ranks the member last, as a diverged one
 
 

@@ -15,7 +15,7 @@ from ..errors import ResnetsError
 SCHEDULES = ("paper", "cosine", "onecycle", "constant", "imagenet")
 PRECISIONS = ("auto", "fp32", "bf16", "fp16")
 OPTIMIZERS = ("sgd", "adamw", "muon")
-LOGGERS = ("tensorboard",)
+LOGGERS = ("tensorboard", "mlflow")
 
 
 @dataclass
@@ -64,6 +64,13 @@ class TrainConfig:
     final_eval_only: bool = False  # skip the per-epoch test passes: evaluate once, at the end
     alternate_flip: bool = False  # mirror each image in every other epoch instead of at random (airbench)
     crop_padding: int | None = None  # pixels the random crop may shift by; None: the dataset's (CIFAR: 4)
+    # More augmentation of the training batches (data/augment.py), drawn per (seed, epoch, batch): RandAugment
+    # or TrivialAugment on the images, and mixup or CutMix of each batch with a shuffled copy of itself at
+    # lambda ~ Beta(alpha, alpha) (both given: one or the other per batch at a coin flip; 0 or None: off).
+    randaugment: bool = False
+    trivialaugment: bool = False
+    mixup: float | None = None
+    cutmix: float | None = None
     recipe: str | None = None  # the named recipe these settings started from (a record only)
     eval_every: int | None = None  # steps between evaluations; None: once per epoch
     # Steps between rows of the training loss and error alone (no evaluation): a curve for runs that
@@ -134,13 +141,15 @@ class TrainConfig:
         if self.crop_padding is not None and (not _is_int(self.crop_padding) or self.crop_padding < 0):
             raise ResnetsError(f"crop_padding must be an integer >= 0, got {self.crop_padding!r}")
         flags = ("alternate_flip", "lookahead", "eval_flip", "eval_translate", "final_eval_only", "nesterov",
-                 "no_decay_on_norm_and_bias", "sync_bn", "freeze_backbone")  # fmt: skip
+                 "no_decay_on_norm_and_bias", "sync_bn", "freeze_backbone", "randaugment",
+                 "trivialaugment")  # fmt: skip
         for name in flags:
             if not isinstance(getattr(self, name), bool):
                 raise ResnetsError(f"{name} must be true or false, got {getattr(self, name)!r}")
         for name in ("compile", "channels_last"):
             if getattr(self, name) is not None and not isinstance(getattr(self, name), bool):
                 raise ResnetsError(f"{name} must be true, false or null (auto), got {getattr(self, name)!r}")
+        self._validate_augmentation()
         if self.warmup_steps is not None and (not _is_int(self.warmup_steps) or self.warmup_steps < 0):
             raise ResnetsError(f"warmup_steps must be an integer >= 0, got {self.warmup_steps!r}")
         if self.schedule not in SCHEDULES:
@@ -157,6 +166,14 @@ class TrainConfig:
         if not isinstance(self.model_options, dict) or not isinstance(self.dataset_options, dict):
             raise ResnetsError("model_options and dataset_options must be JSON objects")
         return self
+
+    def _validate_augmentation(self) -> None:
+        """One of RandAugment and TrivialAugment; mixup and CutMix alphas (the flags are booleans by now)."""
+        if self.randaugment and self.trivialaugment:
+            raise ResnetsError("--randaugment and --trivialaugment are two policies for one step: choose one")
+        for name in ("mixup", "cutmix"):
+            if getattr(self, name) is not None:
+                _finite(name, getattr(self, name), low=0.0)  # Beta(alpha, alpha); 0: off
 
     def _validate_fine_tuning(self) -> None:
         """The optimiser and the fine-tuning settings (flags are checked as booleans before this)."""

@@ -15,9 +15,9 @@ diverged at its step and nothing more is written for it; the others go on.
 
 What would make a member differ from its run alone is refused by ``unfusable`` with the reason,
 and the caller trains those members one by one: other optimisers, a weight average, lookahead,
-gradient accumulation, ghost or synchronised BatchNorm, fp16's loss scaler, gradient-norm
-recording, random layers (dropout, stochastic depth: their draws would differ), activation
-checkpointing, streamed data and DDP.
+gradient accumulation, ghost or synchronised BatchNorm, fp16's loss scaler, mixup and CutMix
+(soft targets), gradient-norm recording, random layers (dropout, stochastic depth: their draws
+would differ), activation checkpointing, streamed data and DDP.
 """
 
 from __future__ import annotations
@@ -70,7 +70,8 @@ def unfusable(cfgs: list[TrainConfig]) -> str | None:
         f"--opt {cfg.optimizer}": cfg.optimizer != "sgd", "--ema": bool(cfg.ema_decay),
         "--lookahead": cfg.lookahead, "--accumulate": cfg.accumulate > 1, "--sync-bn": cfg.sync_bn,
         "--bn-group": bool(cfg.bn_group), "--grad-every": bool(cfg.grad_every),
-        "fp16": cfg.precision == "fp16", "a streamed dataset": cfg.dataset_options.get("loader") == "stream",
+        "fp16": cfg.precision == "fp16", "--mixup": bool(cfg.mixup), "--cutmix": bool(cfg.cutmix),
+        "a streamed dataset": cfg.dataset_options.get("loader") == "stream",
         "torchrun": distributed.launched_by_torchrun(),
     }  # fmt: skip
     named = [what for what, applies in reasons.items() if applies]

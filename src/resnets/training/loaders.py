@@ -8,6 +8,7 @@ from typing import Any
 import torch
 
 from ..data import Dataset, StreamedDataset, StreamLoader, TensorLoader
+from ..data.augment import BatchAugment
 from ..data.stream import default_workers
 from ..data.transforms import DECODER
 from ..errors import ResnetsError
@@ -43,11 +44,14 @@ def make_loaders(
     # The memory format is set once the fast path is chosen (set_channels_last).
     common = {"mean": data.mean, "std": data.std, "device": device, "channels_last": bool(cfg.channels_last)}
     info: dict[str, Any] = {"kind": "memory", "reason": getattr(data, "loader_reason", "built in")}
+    augment = batch_augment(cfg, data.num_classes)
+    if augment is not None:
+        info["augment"] = augment.record()
     if isinstance(data, StreamedDataset):
         workers = cfg.workers if cfg.workers is not None else default_workers(world)
         train = StreamLoader(
             train_split, rank_batch, train=True, image_size=data.image_size, seed=cfg.seed,
-            shard=(rank, world), workers=workers, **common,
+            shard=(rank, world), workers=workers, augment=augment, **common,
         )  # fmt: skip
         test = StreamLoader(data.test, cfg.batch_size, image_size=data.test_size, workers=workers, **common)
         info |= {"kind": "stream", "workers": workers, "test_size": data.test_size, "decoder": DECODER}
@@ -57,7 +61,7 @@ def make_loaders(
         train = TensorLoader(
             train_split, rank_batch, train=True, flip=data.flip, alternate_flip=cfg.alternate_flip,
             crop_padding=data.crop_padding if cfg.crop_padding is None else cfg.crop_padding,
-            seed=cfg.seed, shard=(rank, world), **common,
+            seed=cfg.seed, shard=(rank, world), augment=augment, **common,
         )  # fmt: skip
         test = TensorLoader(data.test, cfg.batch_size, **common)
     val = TensorLoader(val_split, cfg.batch_size, **common) if val_split is not None else None
@@ -69,6 +73,14 @@ def make_loaders(
             f"({len(train_split)} images); lower --batch-size"
         )
     return Loaders(train, test, len(train_split), info, val)
+
+
+def batch_augment(cfg: TrainConfig, num_classes: int) -> BatchAugment | None:
+    """What the training batches get beyond crop and flip (--randaugment, --mixup, ...), or None."""
+    policy = "randaugment" if cfg.randaugment else "trivialaugment" if cfg.trivialaugment else None
+    if policy is None and not cfg.mixup and not cfg.cutmix:
+        return None
+    return BatchAugment(num_classes, cfg.seed, policy, cfg.mixup or None, cfg.cutmix or None)
 
 
 def training_split(cfg: TrainConfig, data: Dataset | StreamedDataset) -> tuple[Any, Any]:

@@ -7,6 +7,7 @@ other, in the order that keeps the random stream of a fresh run as it always was
 
 from __future__ import annotations
 
+import sys
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -21,6 +22,7 @@ from .autotune import choose_fast_path
 from .build import Memory, build_model, choose_checkpointing_for, fit_in_memory
 from .config import TrainConfig
 from .finetune import freeze
+from .inputs import normalisation
 from .loaders import Loaders, make_loaders, plan_resolutions
 from .optim import parameter_settings
 from .schedules import default_warmup
@@ -75,6 +77,9 @@ def decide(
 ) -> tuple[Setup, nn.Module]:
     """Load the data, build the seeded model and settle every decision; ``saved``: a resumed run's record."""
     data = load_dataset(cfg.dataset, cfg.data_dir, **cfg.dataset_options)
+    data, normalisation_from, said = normalisation(cfg, data, saved)
+    if said and ctx.main:
+        print(f"resnets: {said}", file=sys.stderr)
     loaders = make_loaders(cfg, data, ctx.rank, ctx.world, ctx.device)
     plan = plan_run(cfg, len(loaders.train))
     sizes = plan_resolutions(loaders.train, cfg, -(-plan.total // plan.steps_per_epoch), data.image_shape[1])
@@ -106,6 +111,7 @@ def decide(
         # The free memory behind an automatic choice is in its stderr line, not here: a re-run
         # of a finished run must leave config.json byte for byte as it was.
         "checkpointing": memory.record(model), "loader": loaders.info,
+        "normalisation_from": normalisation_from,
     } | ({"train_sizes": sizes} if sizes else {})  # fmt: skip
     setup = Setup(cfg, ctx, Path(cfg.out), loaders, plan, fast, memory, cfg.eval_flip and data.flip, resolved)
     return setup, model

@@ -35,7 +35,8 @@ def forward_backward(
 ) -> tuple[torch.Tensor, torch.Tensor]:  # fmt: skip
     """Gradients of the batch's mean loss, a micro-batch at a time; returns (loss sum, errors) on the device.
 
-    Nothing is read back to the host here: the caller decides when to wait for the device.
+    Nothing is read back to the host here: the caller decides when to wait for the device. ``y`` holds
+    class indices, or class probabilities (B, classes) for mixed batches; label smoothing applies to both.
     """
     loss_sum = torch.zeros((), dtype=torch.float64, device=x.device)  # float64: the host's running sum
     wrong = torch.zeros((), dtype=torch.int64, device=x.device)
@@ -50,7 +51,11 @@ def forward_backward(
             loss = F.cross_entropy(logits.float(), yc, label_smoothing=label_smoothing)
             scaler.scale(loss if len(chunks) == 1 else loss * (len(yc) / len(y))).backward()
         loss_sum += loss.detach().double() * len(yc)
-        wrong += (logits.argmax(1) != yc).sum()
+        # Mixed batches (--mixup, --cutmix) come with soft targets (B, classes): an image counts as an
+        # error when the prediction is not its dominant label, the one with the larger share of the
+        # mix (its own label where lambda > 0.5, the partner's where lambda < 0.5; a tie, the lower
+        # class index). Training error is then the error on the dominant label, not on the clean image.
+        wrong += (logits.argmax(1) != (yc.argmax(1) if yc.ndim == 2 else yc)).sum()
     return loss_sum, wrong
 
 
