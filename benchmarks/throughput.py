@@ -9,7 +9,10 @@ what `resnets train` / `resnets eval` run: channels-last, bf16 autocast where th
 it, the same SGD with fp32 master weights, BN folded into the convs for inference; once eager
 and once under torch.compile (its warm-up is printed). Both are measured in this process, on
 the same inputs, so the ratios hold whatever the machine. "% peak" divides the FLOP/s that
-PyTorch's flop counter gives for a step by the best dense bf16 matmul rate measured here.
+PyTorch's flop counter gives for a step by the best dense bf16 matmul rate measured here; the
+"% fp32 peak" columns divide it by the fp32 one, measured in the same run (IEEE fp32: torch's
+default for matmul, TF32 off; on a GPU cuDNN's convolutions may use TF32 and exceed it).
+"MFLOP/img" is the counter's figure for one image: forward + backward in the train rows.
 """
 
 from __future__ import annotations
@@ -29,7 +32,7 @@ from torch.utils.flop_counter import FlopCounterMode
 from resnets import create_model
 from resnets.deploy.inference import prepare_inference
 from resnets.training import TrainConfig
-from resnets.training.autotune import tune
+from resnets.training.autotune import device_name, tune
 from resnets.training.precision import grad_scaler
 from resnets.training.step import forward_backward, make_optimizer
 
@@ -155,11 +158,11 @@ def images_per_s(
     return statistics.median(rates), warmup
 
 
-def peak_flops(device: torch.device) -> float:
-    """Best dense bf16 matmul FLOP/s measured here: the machine's attainable peak."""
+def peak_flops(device: torch.device, dtype: torch.dtype = torch.bfloat16) -> float:
+    """Best dense matmul FLOP/s in ``dtype`` measured here: the machine's attainable peak."""
     n = 8192 if device.type == "cuda" else 2048
-    a = torch.randn(n, n, device=device, dtype=torch.bfloat16)
-    b = torch.randn(n, n, device=device, dtype=torch.bfloat16)
+    a = torch.randn(n, n, device=device, dtype=dtype)
+    b = torch.randn(n, n, device=device, dtype=dtype)
     rate, _ = images_per_s(lambda: a @ b, 1, device, seconds=2.0)
     return rate * 2 * n**3
 
@@ -216,11 +219,12 @@ def measure(name: str, device: torch.device, args: argparse.Namespace) -> list[d
     seconds, torchvision = args.seconds, args.torchvision
     x = torch.randn(batch, 3, size, size, device=device)
     y = torch.randint(0, 10, (batch,), device=device)
-    rows = []
-    for mode in ("train", "infer"):
+    rows, train_per_image = [], 0.0
+    for mode in ("train", "infer"):  # train first: its count goes into both rows
         torch.manual_seed(0)
         ref = TextbookResNet(name, 10).to(device)
         flops = train_flops(ref, x, y) if mode == "train" else infer_flops(ref, x)
+        train_per_image = flops / batch if mode == "train" else train_per_image
         if mode == "train":
             ref_rate, _ = images_per_s(reference_train(ref.train(), x, y), batch, device, seconds)
         else:
@@ -239,7 +243,8 @@ def measure(name: str, device: torch.device, args: argparse.Namespace) -> list[d
                 candidates.append(("torchvision", lambda: getattr(tvm, name)(num_classes=10)))
         for who, make in candidates:
             row = {"model": name, "impl": who, "mode": mode, "batch": batch, "size": size,
-                   "reference": ref_rate, "flops_per_image": flops / batch}  # fmt: skip
+                   "reference": ref_rate, "flops_per_image": flops / batch,
+                   "train_flops_per_image": train_per_image}  # fmt: skip
             for compile_ in (False,) if args.skip_compile else (False, True):
                 torch.manual_seed(0)
                 model = make().to(device)
@@ -263,25 +268,41 @@ def measure(name: str, device: torch.device, args: argparse.Namespace) -> list[d
     return rows
 
 
-def format_row(r: dict, peak: float | None) -> str:
-    r = {"compiled": float("nan"), "compiled_warmup_s": float("nan")} | r
-    best = max(r["eager"], 0 if r["compiled"] != r["compiled"] else r["compiled"])  # nan: not measured
+def best_rate(r: dict) -> float:
+    """The row's faster of eager and compiled images/s (compiled: nan or absent when not measured)."""
+    compiled = r.get("compiled", float("nan"))
+    return max(r["eager"], 0 if compiled != compiled else compiled)
 
-    def pct(rate: float) -> str:
-        return f"{100 * rate * r['flops_per_image'] / peak:5.1f}%" if peak else "   - "
+
+def add_shares(r: dict, peak: float, peak_fp32: float) -> dict:
+    """The row with its shares (fractions) of the bf16 and fp32 peaks, the reference's and the best's."""
+    for who, rate in (("ref_", r["reference"]), ("", best_rate(r))):
+        for dtype, value in (("bf16", peak), ("fp32", peak_fp32)):
+            r[f"{who}share_of_{dtype}_peak"] = rate * r["flops_per_image"] / value
+    return r
+
+
+def format_row(r: dict, peak: float | None, peak_fp32: float | None = None) -> str:
+    r = {"compiled": float("nan"), "compiled_warmup_s": float("nan")} | r
+
+    def pct(rate: float, of: float | None) -> str:
+        return f"{100 * rate * r['flops_per_image'] / of:5.1f}%" if of else "   - "
 
     return (
         f"| {r['model']:<10} | {r['impl']:<11} | {r['mode']:<5} | {r['batch']:>3}x{r['size']:<3} "
         f"| {r['reference']:>9.1f} | {r['eager']:>9.1f} | {r['compiled']:>9.1f} "
         f"| {r['eager'] / r['reference']:>5.2f}x | {r['compiled'] / r['reference']:>5.2f}x "
-        f"| {pct(r['reference'])} | {pct(best)} | {r['compiled_warmup_s']:>6.1f} |"
+        f"| {pct(r['reference'], peak)} | {pct(best_rate(r), peak)} | {r['compiled_warmup_s']:>6.1f} "
+        f"| {pct(r['reference'], peak_fp32)} | {pct(best_rate(r), peak_fp32)} "
+        f"| {r['flops_per_image'] / 1e6:>8.1f} |"
     )
 
 
+# "% peak" is of the bf16 matmul peak (the columns kept from before), "% fp32 peak" of the fp32 one.
 HEADER = (
     "| model      | impl        | mode  | batch   | ref img/s | fast img/s | +compile | fast  | +compile "
-    "| ref % peak | best % peak | compile warm-up s |\n"
-    "|---|---|---|---|---:|---:|---:|---:|---:|---:|---:|---:|"
+    "| ref % peak | best % peak | compile warm-up s | ref % fp32 peak | best % fp32 peak | MFLOP/img |\n"
+    "|---|---|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"
 )
 
 
@@ -307,20 +328,24 @@ def main() -> None:
         torch.backends.cudnn.benchmark = True
     threads = torch.get_num_threads()
     name = torch.cuda.get_device_name(device) if device.type == "cuda" else f"CPU, {threads} threads"
-    print(f"device: {name}; torch {torch.__version__}; ratios are against the reference in this run")
-    peak = peak_flops(device)
-    print(f"measured bf16 matmul peak: {peak / 1e12:.2f} TFLOP/s")
+    model_name = device_name(device)  # a CPU's model name with its family/model numbers
+    print(f"device: {name} ({model_name}); torch {torch.__version__}; ratios are against the reference "
+          "in this run")  # fmt: skip
+    peak, peak_fp32 = peak_flops(device, torch.bfloat16), peak_flops(device, torch.float32)
+    print(f"measured matmul peak: bf16 {peak / 1e12:.2f} TFLOP/s, fp32 {peak_fp32 / 1e12:.2f} TFLOP/s")
     print(HEADER)
-    rows = [r for m in args.models for r in measure(m, device, args)]
-    print("\nwith % of peak:")
+    rows = [add_shares(r, peak, peak_fp32) for m in args.models for r in measure(m, device, args)]
+    print("\nwith % of peak (bf16 and fp32):")
     print(HEADER)
     for r in rows:
-        print(format_row(r, peak))
+        print(format_row(r, peak, peak_fp32))
     if args.json:
         with open(args.json, "w") as f:
-            json.dump(
-                {"device": name, "torch": torch.__version__, "peak_flops": peak, "rows": rows}, f, indent=1
-            )
+            # "peak_flops" is the bf16 peak, as before; the per-dtype keys are new beside it.
+            record = {"device": name, "device_name": model_name, "torch": torch.__version__,
+                      "peak_flops": peak, "peak_flops_bf16": peak, "peak_flops_fp32": peak_fp32,
+                      "rows": rows}  # fmt: skip
+            json.dump(record, f, indent=1)
 
 
 if __name__ == "__main__":

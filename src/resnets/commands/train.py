@@ -97,12 +97,18 @@ def _optimiser_flags(p: argparse.ArgumentParser) -> None:
         + _default("optimizer"),
     )  # fmt: skip
     p.add_argument("--lr", type=float, help="peak learning rate" + _default("lr"))
-    p.add_argument("--momentum", type=float, help="SGD momentum (Muon keeps its 0.95)" + _default("momentum"))
+    p.add_argument(
+        "--momentum", type=float, help="SGD momentum (Muon's: --muon-momentum)" + _default("momentum")
+    )
     p.add_argument("--nesterov", action=ONOFF, help="Nesterov momentum")
     p.add_argument("--betas", type=float, nargs=2, metavar=("B1", "B2"), help="AdamW's (default 0.9 0.999)")
     p.add_argument(
         "--muon-lr-scale", type=float, metavar="X",
         help="--opt muon: Muon's lr is X times --lr (default 0.2: Muon's documented 0.02 at --lr 0.1)",
+    )  # fmt: skip
+    p.add_argument(
+        "--muon-momentum", type=float, metavar="M",
+        help="--opt muon: Muon's own (Nesterov) momentum" + _default("muon_momentum"),
     )  # fmt: skip
     p.add_argument("--weight-decay", type=float, help="L2 weight decay" + _default("weight_decay"))
     p.add_argument(
@@ -432,10 +438,13 @@ def run_train(args: argparse.Namespace) -> int:
     if result.already_finished:
         print(f"resnets: {result.run_dir} had already finished {result.steps} steps", file=sys.stderr)
     if m:
+        # The training work, counted by torch.utils.flop_counter (training/work.py); runs before it lack it.
+        pflop = m.get("train_pflop")
+        work = "" if pflop is None else f", {pflop:{'.3f' if pflop >= 1e-3 else '.2e'}} PFLOP of training"
         print(
             f"{cfg.model} on {cfg.dataset}: test error {m['test_error']:.2%} "
             f"(loss {m['test_loss']:.4f}), train error {m['train_error']:.2%} after {m['step']} steps, "
-            f"{m['time']:.1f} s training; run saved in {result.run_dir}"
+            f"{m['time']:.1f} s training{work}; run saved in {result.run_dir}"
         )
     return 0
 

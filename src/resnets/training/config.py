@@ -46,6 +46,7 @@ class TrainConfig:
     betas: list[float] = field(default_factory=lambda: [0.9, 0.999])  # AdamW's (torch's defaults)
     # Muon's lr is this times lr: 0.02 at the default lr of 0.1, the lr Muon's README and torch's docs use.
     muon_lr_scale: float = 0.2
+    muon_momentum: float = 0.95  # Muon's own momentum (torch's default; airbench94_muon: 0.6)
     # Learning-rate factors by position, multiplying each other and lr_scale_for's (training/optim.py):
     head_lr_scale: float = 1.0  # the classifier fc's
     layer_decay: float | None = None  # D per stage from the head inward, D ** (stages + 1) at the stem
@@ -184,6 +185,7 @@ class TrainConfig:
         for beta in self.betas:
             _finite("betas", beta, low=0.0, high=1.0, high_open=True)
         _finite("muon_lr_scale", self.muon_lr_scale, low=0.0, low_open=True)
+        _finite("muon_momentum", self.muon_momentum, low=0.0, high=1.0, high_open=True)
         if self.optimizer == "muon" and self.precision == "fp16":
             # fp16's loss scaler unscales the gradients of the parameters the optimiser lists; Muon's
             # matrices get their filters' gradients only inside its step, after that (optim.py).

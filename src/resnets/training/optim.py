@@ -126,9 +126,9 @@ class MuonWithSGD:
     before each step. A channels-last filter is contiguous as (out, kh, kw, in): the same matrix with
     its columns in another order, which orthogonalisation does not see.
 
-    Muon keeps its own documented defaults (momentum 0.95, Nesterov); its lr is the run's lr times
-    ``muon_lr_scale``. ``param_groups`` lists both optimisers' groups (the trainer sets their lr);
-    the state dict holds both, so a resumed run continues exactly.
+    Muon keeps its own Nesterov momentum, ``muon_momentum`` (torch's default 0.95 unless set); its
+    lr is the run's lr times ``muon_lr_scale``. ``param_groups`` lists both optimisers' groups (the
+    trainer sets their lr); the state dict holds both, so a resumed run continues exactly.
     """
 
     def __init__(
@@ -144,7 +144,7 @@ class MuonWithSGD:
             group["params"] = [self._matrix(p) for p in group["params"]]
         self.parts: dict[str, torch.optim.Optimizer] = {}
         if muon_groups:
-            self.parts["muon"] = torch.optim.Muon(muon_groups, lr=cfg.lr)
+            self.parts["muon"] = torch.optim.Muon(muon_groups, lr=cfg.lr, momentum=cfg.muon_momentum)
         if sgd_groups:
             self.parts["sgd"] = torch.optim.SGD(
                 sgd_groups, lr=cfg.lr, momentum=cfg.momentum, nesterov=cfg.nesterov, fused=fused

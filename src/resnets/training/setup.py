@@ -27,6 +27,7 @@ from .loaders import Loaders, make_loaders, plan_resolutions
 from .optim import parameter_settings
 from .schedules import default_warmup
 from .step import FastPath
+from .work import work_record
 
 DEFAULT_EPOCHS = 15
 
@@ -90,6 +91,7 @@ def decide(
     freeze(model, cfg)
     parameter_settings(model, cfg)
     micro_batch, shape = cfg.batch_size // ctx.world // cfg.accumulate, tuple(data.image_shape)
+    work = work_record(model, shape, sizes, saved)  # training FLOPs per image, on the meta device
     ckpt = choose_checkpointing_for(model, cfg, shape, micro_batch, ctx.device, ctx.main)
     # A resumed run keeps the fast path it was measured for (the cache may have changed since).
     fast, tuning = choose_fast_path(
@@ -111,7 +113,7 @@ def decide(
         # The free memory behind an automatic choice is in its stderr line, not here: a re-run
         # of a finished run must leave config.json byte for byte as it was.
         "checkpointing": memory.record(model), "loader": loaders.info,
-        "normalisation_from": normalisation_from,
+        "normalisation_from": normalisation_from, **work,
     } | ({"train_sizes": sizes} if sizes else {})  # fmt: skip
     setup = Setup(cfg, ctx, Path(cfg.out), loaders, plan, fast, memory, cfg.eval_flip and data.flip, resolved)
     return setup, model

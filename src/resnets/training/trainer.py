@@ -70,6 +70,7 @@ from .schedules import lr_at
 from .setup import DEFAULT_EPOCHS, Setup, decide
 from .state import Figures, Learner, Running, State, build_learner, restore, save
 from .step import forward_backward
+from .work import train_pflop
 
 __all__ = [
     "CONFIG_FILE", "DEFAULT_EPOCHS", "GRADIENTS_FILE", "METRICS_FILE", "Diverged", "Interrupted", "RunResult",
@@ -310,7 +311,7 @@ def _evaluate(setup: Setup, learner: Learner, state: State, logs: RunLogs) -> No
             "train_loss": r.loss / r.seen, "train_error": r.wrong / r.seen, **val, **test,
             "lr": lr_at(state.step - 1, plan.total, cfg.lr, cfg.schedule, plan.warmup),
             "time": round(state.elapsed, 3), "images_per_s": round(r.seen / max(r.seconds, 1e-9), 1),
-        }  # fmt: skip
+        } | _work(setup, state.step)  # fmt: skip
         logs.metrics(state.metrics)
     state.running = Running()
 
@@ -324,8 +325,14 @@ def _log_training(setup: Setup, state: State, logs: RunLogs) -> None:
             "train_loss": r.loss / r.seen, "train_error": r.wrong / r.seen,
             "lr": lr_at(state.step - 1, plan.total, cfg.lr, cfg.schedule, plan.warmup),
             "time": round(state.elapsed, 3), "images_per_s": round(r.seen / max(r.seconds, 1e-9), 1),
-        })  # fmt: skip
+        } | _work(setup, state.step))  # fmt: skip
     state.running = Running()
+
+
+def _work(setup: Setup, step: int) -> dict[str, float]:
+    """A metrics row's training work so far: {"train_pflop": PFLOP of the first ``step`` steps}."""
+    pflop = train_pflop(step, setup.cfg.batch_size, setup.plan.steps_per_epoch, setup.resolved)
+    return {} if pflop is None else {"train_pflop": pflop}
 
 
 def _save_final(cfg: TrainConfig, model: nn.Module) -> None:
