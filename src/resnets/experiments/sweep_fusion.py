@@ -33,7 +33,8 @@ TRIAL_STEPS = 5  # timed steps per side, after one untimed
 TRIAL_MEMBERS = 8  # at most this many members fused in the trial: the speed-up flattens beyond
 MARGIN = 1.1  # fusion must beat the members in turn by this much: it also costs a fused set-up
 # On a CPU the arithmetic is the bottleneck: fused steps ran at 0.44-1.23x the members in turn in
-# issue 22's measurement and below 1x on the AMD EPYC of docs/performance.md ("Fused members"),
+# issue 22's measurement and at 0.77x / 0.47x / 0.39x for 2 / 4 / 8 resnet20 members on a 2-core
+# AMD EPYC family 25 model 17 (docs/performance.md, "Fused members"),
 # while members trained in turn stay bit for bit their runs alone. So a CPU trains them in turn
 # (or in processes) unless --fuse yes asks otherwise; `benchmarks/sweep.py fusion` measures it.
 CPU_WHY = "a CPU: fusion does not pay there (benchmarks/sweep.py fusion); --fuse yes forces it"
