@@ -16,6 +16,7 @@
 #   DATA_DIR=../shared/data  SEEDS=2  DEPTHS="20 56 32 44 110"  PLAIN_LAST="110"
 #   PAGE=docs/paper-cifar10/report.md  KILL_AFTER=60  STATUS_SECONDS=60  MIN_SECONDS=120
 #   PYTHON=python3 (.venv/bin/python where it exists)  PACK=FILE.tgz (OUT without what resume does not need)
+#   PRECISION=fp32|bf16 (default: the recipe's own, auto: the faster measured on this machine)
 #   ITERATIONS=N and EXTRA_ARGS="..." for a smoke run on a CPU (e.g. ITERATIONS=4 EXTRA_ARGS="--dataset
 #   digits"); either one moves the default PAGE to OUT/status.md, so a smoke run never writes docs/.
 set -u
@@ -30,6 +31,7 @@ read -r -a plain_last <<< "${PLAIN_LAST-110}"
 kill_after=${KILL_AFTER:-60}
 reserve=$((kill_after + ${STATUS_SECONDS:-60}))  # the checkpoint on SIGINT, then the status page
 extra=()
+[ -n "${PRECISION:-}" ] && extra+=(--precision "$PRECISION")
 [ -n "${ITERATIONS:-}" ] && extra+=(--iterations "$ITERATIONS")
 [ -n "${EXTRA_ARGS:-}" ] && read -r -a more <<< "$EXTRA_ARGS" && extra+=("${more[@]}")
 if [ -n "${ITERATIONS:-}${EXTRA_ARGS:-}" ]; then page=${PAGE:-$out/status.md}; else page=${PAGE:-docs/paper-cifar10/report.md}; fi

@@ -32,14 +32,16 @@ def test_auto_precision_is_bf16_only_where_the_cpu_computes_it(monkeypatch: pyte
     assert resolve_precision("auto", CPU) == "fp32"
 
 
-def _fake_timings(monkeypatch: pytest.MonkeyPatch, table: dict[str, float], calls: list) -> None:
-    """Replace the trial's stopwatch: seconds per step by candidate, and the compiled step's."""
+def _fake_timings(monkeypatch: pytest.MonkeyPatch, table: dict[str, float], calls: list, sizing=None) -> None:
+    """Replace the trial's stopwatch: seconds per step by candidate, the compiled step's, and the
+    sizing steps' (first, warm) seconds by batch (``sizing``)."""
 
     def fake(model, x, y, precision, device, steps=2):
         layout = "nhwc" if x.is_contiguous(memory_format=torch.channels_last) and x.shape[1] > 1 else "nchw"
         calls.append((precision, layout, steps))
-        if steps == 0:
-            return 0.01, 0.01
+        if steps <= 1:  # sizing: steps=0 times the first step alone, steps=1 a warm one after it
+            first, warm = sizing(x.shape[0]) if sizing else (0.01, 0.01)
+            return first, (warm if steps else first)
         if steps == 3:  # the compiled probe
             return table["compile_warmup"], table["compile"]
         return table[f"{precision}/{layout}"], table[f"{precision}/{layout}"]
@@ -56,7 +58,7 @@ def test_fast_path_is_measured_cached_and_overridable(monkeypatch, tmp_path: Pat
     args = (model, (3, 32, 32), 10, 128, 100)
     fast, record = autotune.tune(TrainConfig(compile=False), *args, CPU)
     assert (fast.precision, fast.channels_last) == ("bf16", False) and not record["cached"]
-    assert record["trial"]["seconds_per_step"] == table and len(calls) == 5  # a sizing step + 4 candidates
+    assert record["trial"]["seconds_per_step"] == table and len(calls) == 6  # 2 sizing steps + 4 candidates
     cache = json.loads((tmp_path / autotune.CACHE_FILE).read_text())
     assert list(cache) == [record["key"]] and "family" in record["key"] and "resnet20" in record["key"]
     calls.clear()
@@ -68,6 +70,24 @@ def test_fast_path_is_measured_cached_and_overridable(monkeypatch, tmp_path: Pat
         TrainConfig(compile=False, precision="fp32", channels_last=False), *args, CPU
     )
     assert (fixed.precision, fixed.channels_last, record["trial"]) == ("fp32", False, None)
+
+
+def test_the_trial_batch_is_sized_on_a_warm_step_not_the_first(monkeypatch, tmp_path: Path) -> None:
+    monkeypatch.setenv("RESNETS_CACHE_DIR", str(tmp_path))
+    table = {"fp32/nchw": 1.0, "fp32/nhwc": 1.0, "bf16/nchw": 0.5, "bf16/nhwc": 0.6}
+    model = create_model("resnet20", num_classes=10)
+
+    def trial_batch(sizing) -> int:
+        _fake_timings(monkeypatch, table, [], sizing)
+        return autotune.run_trial(model, TrainConfig(), (3, 32, 32), 10, 128, CPU).batch
+
+    # one-time costs make the first step 1.5 s where a warm step takes 0.1 s: the batch is kept
+    assert trial_batch(lambda b: (1.5, 0.1)) == autotune.TRIAL_MAX_BATCH
+    # warm steps over the limit halve it until they fit: 0.8 s at 64, 0.4 s at 32
+    assert trial_batch(lambda b: (1.0, 0.8 * b / 64)) == 32
+    # a first step of several limits halves it without a warm step; never below 4
+    assert trial_batch(lambda b: (10.0 * b / 64, 0.1)) == 8
+    assert trial_batch(lambda b: (99.0, 99.0)) == 4
 
 
 def test_compile_is_chosen_where_its_measured_saving_repays_its_warm_up(monkeypatch, tmp_path) -> None:

@@ -198,12 +198,12 @@ def test_the_paper_study_report_has_table6_and_figure6(tmp_path) -> None:
 
 
 def _fake_run(folder, metrics: list[dict], *, checkpoint: int | None = None, elapsed: float = 0.0,
-              done: dict | None = None) -> None:  # fmt: skip
+              done: dict | None = None, resolved: dict | None = None) -> None:  # fmt: skip
     """A run folder as a study leaves it: config.json, metrics.jsonl, a checkpoint, the final weights."""
     import json
 
     folder.mkdir(parents=True)
-    (folder / "config.json").write_text(json.dumps({"resolved": {"total_steps": 64000}}))
+    (folder / "config.json").write_text(json.dumps({"resolved": {"total_steps": 64000} | (resolved or {})}))
     (folder / "metrics.jsonl").write_text("".join(json.dumps(m) + "\n" for m in metrics) + '{"step": 12')
     if checkpoint is not None:
         (folder / "checkpoint").mkdir()
@@ -222,15 +222,21 @@ def test_the_status_page_gives_each_runs_step_error_and_device_time(tmp_path) ->
                                     out=str(tmp_path))  # fmt: skip
     rows = [{"step": s, "train_error": 0.5, "test_error": 0.2 - s / 1e6, "time": s / 100} for s in (390, 780)]
     _fake_run(tmp_path / "resnet20-seed0", [*rows, {"step": 64000, "test_error": 0.0799, "time": 500.0}],
-              checkpoint=64000, elapsed=500.0, done={"params": 272_474, "test_error": 0.0812})  # fmt: skip
-    _fake_run(tmp_path / "plain56-seed0", rows, checkpoint=1000, elapsed=12.5)  # stopped between evaluations
+              checkpoint=64000, elapsed=500.0, done={"params": 272_474, "test_error": 0.0812},
+              resolved={"machine": "NVIDIA H200", "precision": "bf16", "compile": True})  # fmt: skip
+    key = "AMD EPYC (family 25, model 1) | torch"
+    old = {"precision": "fp32", "compile": False, "fast_path": {"key": key}}
+    _fake_run(tmp_path / "plain56-seed0", rows, checkpoint=1000, elapsed=12.5, resolved=old)  # between evals
     _fake_run(tmp_path / "resnet56-seed0", rows)  # killed before its first checkpoint
     page = write_status(study, tmp_path / "docs" / "report.md").read_text()
     assert "**1 of 8 runs done**, 2 under way, 5 not started" in page
-    assert "| resnet20 | 0 | done | 8.12% | 8 min 20 s |" in page  # the study's measurement of the weights
-    assert "| plain56 | 0 | at step 1,000 of 64,000 (2%) | 19.92% (step 780) | 12 s |" in page
-    assert "| resnet56 | 0 | at step 780 of 64,000 (1%) | 19.92% (step 780) | 8 s |" in page
-    assert "| plain20 | 1 | not started | — | — |" in page
+    # the study's measurement of the weights; where and how each run trains (a run from before "machine"
+    # was recorded: its fast-path trial's device)
+    assert "| resnet20 | 0 | done | 8.12% | 8 min 20 s | NVIDIA H200, bf16, compiled |" in page
+    plain56 = "| plain56 | 0 | at step 1,000 of 64,000 (2%) | 19.92% (step 780) | 12 s |"
+    assert f"{plain56} AMD EPYC (family 25, model 1), fp32, eager |" in page
+    assert "| resnet56 | 0 | at step 780 of 64,000 (1%) | 19.92% (step 780) | 8 s | — |" in page
+    assert "| plain20 | 1 | not started | — | — | — |" in page
     assert "Device time so far: **8 min 40 s** (520 s)" in page  # 500 + 12.5 + 7.8
     assert "| 20 | 0.27M / 0.27M | 8.75% | 8.12% (n=1) | -0.63 |" in page
     assert "| 56 | 0.85M / 0.85M | 6.97% | — (n=0) | — |" in page  # counted: 853,018
@@ -259,5 +265,7 @@ def test_a_tiny_paper_study_records_the_recipe_in_each_run_and_its_status(tmp_pa
     assert json.loads((tmp_path / "study" / "study.json").read_text())["recipe"] == "paper-cifar"
     page = write_status(study, tmp_path / "status.md").read_text()
     assert f"| resnet20 | 0 | done | {100 * result.test_error:.2f}% |" in page
+    machine = saved["resolved"]["machine"]
+    assert f"| {machine}, fp32, eager |" in page and "family" in machine
     with pytest.raises(ResnetsError, match="no --recipe differs from the study"):
         run_study(dataclasses.replace(study, recipe=None), progress=False, log=lambda s: None)

@@ -60,6 +60,11 @@ class RunStatus:
     params: int | None = None
     diverged: str | None = None
     rows: list[dict[str, Any]] = field(default_factory=list)  # metrics.jsonl
+    trained_on: str | None = None  # the machine it started on, its precision, compiled or eager
+
+    def trained_on_cell(self) -> str:
+        """Where and how the run trains, or a dash before it starts."""
+        return self.trained_on or "—"
 
     def state_cell(self) -> str:
         """The state as the page says it: done, at step k of N (p %), diverged at step k, not started."""
@@ -111,7 +116,9 @@ def run_status(run_dir: Path, model: str, depth: int, residual: bool, seed: int)
     if not rows and not checkpoints and not (run_dir / CONFIG_FILE).exists():
         return status
     status.rows = rows
-    status.total = (read_resolved(run_dir) or {}).get("total_steps")
+    resolved = read_resolved(run_dir) or {}
+    status.total = resolved.get("total_steps")
+    status.trained_on = _trained_on(resolved)
     last = rows[-1] if rows else {}
     status.step, status.seconds = int(last.get("step", 0)), float(last.get("time", 0.0))
     newest = int(STEP_IN_NAME.search(checkpoints[0].name).group(1)) if checkpoints else 0  # type: ignore[union-attr]
@@ -133,6 +140,16 @@ def run_status(run_dir: Path, model: str, depth: int, residual: bool, seed: int)
     else:
         status.state = TRAINING
     return status
+
+
+def _trained_on(resolved: dict[str, Any]) -> str | None:
+    """Where and how a run trains, e.g. "NVIDIA H200, bf16, compiled", from its resolved settings."""
+    key = (resolved.get("fast_path") or {}).get("key")
+    machine = resolved.get("machine") or (key.split(" | ")[0] if isinstance(key, str) else None)
+    if not machine and not resolved.get("precision"):
+        return None
+    parts = [machine or str(resolved.get("device", "?")), str(resolved.get("precision", "?"))]
+    return ", ".join([*parts, "compiled" if resolved.get("compile") else "eager"])
 
 
 def read_study(out: Path) -> StudyConfig | None:
@@ -205,10 +222,12 @@ def status_markdown(cfg: StudyConfig, statuses: list[RunStatus], figure: Path | 
     md = [f"# {title}", "", summary, "", f"Study folder `{cfg.out}`; {_recipe(cfg)}", ""]
     md += [f"Written {written}.", ""]
     rows = [
-        [s.model, str(s.seed), s.state_cell(), s.error_cell(), duration(s.seconds) if s.seconds else "—"]
+        [s.model, str(s.seed), s.state_cell(), s.error_cell(), duration(s.seconds) if s.seconds else "—",
+         s.trained_on_cell()]
         for s in statuses
-    ]
-    md += ["## Runs", "", *markdown_table(["model", "seed", "state", "test error", "device time"], rows), ""]
+    ]  # fmt: skip
+    header = ["model", "seed", "state", "test error", "device time", "trained on"]
+    md += ["## Runs", "", *markdown_table(header, rows), ""]
     md += [
         "Test error: a finished run's final weights on the whole test set; a run in training, its latest "
         "evaluation and the step it was made at.",

@@ -1,8 +1,8 @@
 """Fast-path settings measured on the machine that trains: bf16, channels-last and compile.
 
 A setting left on auto is decided by a short trial of the run's own model on synthetic data of
-its own input shape: a few timed SGD steps per candidate, at a batch small enough that a step
-takes at most half a second. torch.compile is tried only for runs long enough that it could
+its own input shape: a few timed SGD steps per candidate, at a batch small enough that a warm
+step takes at most half a second. torch.compile is tried only for runs long enough that it could
 pay, and chosen where the measured saving over the whole run exceeds its measured warm-up.
 The figures are cached per (device model, torch version, threads, model, options, input shape)
 under the user's cache folder, so the trial runs once per machine and model, and they go into
@@ -31,7 +31,9 @@ from .precision import autocast
 from .step import FastPath, has_compiler
 
 CACHE_FILE = "fastpath.json"
-TRIAL_STEP_SECONDS = 0.5  # the trial batch is halved until one step takes at most this long
+TRIAL_STEP_SECONDS = 0.5  # the trial batch is halved until a warm step takes at most this long
+TRIAL_FIRST_STEP_SECONDS = 4 * TRIAL_STEP_SECONDS  # a first step slower than this halves it untimed
+TRIAL_SIZING = "sized warm"  # in the cache key: trials sized on a first step alone are measured again
 TRIAL_MAX_BATCH = 64
 COMPILE_TRIAL_MIN_SECONDS = 300.0  # runs shorter than this (eager) cannot repay a compile's warm-up
 PRECISION_CODES = ("fp32", "bf16", "fp16")
@@ -102,8 +104,14 @@ def run_trial(model: nn.Module, cfg: TrainConfig, shape, classes: int, micro_bat
     while True:
         x = torch.randn(batch, *shape, generator=g).to(device)
         y = torch.randint(0, classes, (batch,), generator=g).to(device)
+        # A first step also pays one-time costs (kernel choice, allocations) that can be several times a
+        # small net's step: sizing on it alone shrank a 2-core CPU's trial to batch 4, where bf16's casts
+        # cost more than they save (fp32 measured fastest there, bf16 1.7x faster at the run's batch 128).
         first, _ = step_seconds(probe, x, y, "fp32", device, steps=0)
-        if first <= TRIAL_STEP_SECONDS or batch <= 4:
+        steady = first
+        if first <= TRIAL_FIRST_STEP_SECONDS:
+            _, steady = step_seconds(probe, x, y, "fp32", device, steps=1)
+        if steady <= TRIAL_STEP_SECONDS or batch <= 4:
             break
         batch //= 2
     seconds = {}
@@ -130,7 +138,7 @@ def _key(cfg: TrainConfig, shape, micro_batch: int, device: torch.device) -> str
     options = json.dumps(cfg.model_options, sort_keys=True)
     batch = min(micro_batch, TRIAL_MAX_BATCH)
     where = f"{device_name(device)} | torch {torch.__version__} | threads {torch.get_num_threads()}"
-    return f"{where} | {cfg.model} {options} | {list(shape)} | batch <= {batch}"
+    return f"{where} | {cfg.model} {options} | {list(shape)} | batch <= {batch} | {TRIAL_SIZING}"
 
 
 def _load_cache() -> dict[str, Any]:

@@ -18,7 +18,7 @@ from torch import nn
 from ..data import load_dataset
 from ..models import get_spec
 from . import distributed
-from .autotune import choose_fast_path
+from .autotune import choose_fast_path, device_name
 from .build import Memory, build_model, choose_checkpointing_for, fit_in_memory
 from .config import TrainConfig
 from .finetune import freeze
@@ -106,7 +106,8 @@ def decide(
         "train_images": loaders.train_images, "test_images": len(data.test),
         "steps_per_epoch": plan.steps_per_epoch, "total_steps": plan.total, "warmup_steps": plan.warmup,
         "eval_every": plan.eval_every, "checkpoint_every": plan.checkpoint_every,
-        "device": str(ctx.device), "crop_padding": data.crop_padding, "flip": data.flip,
+        "device": str(ctx.device), "machine": started_on(saved, ctx.device),
+        "crop_padding": data.crop_padding, "flip": data.flip,
         "torch": torch.__version__, "processes": ctx.world, "precision": fast.precision,
         "channels_last": fast.channels_last, "compile": fast.compile, "fast_path": tuning,
         "eval_flip": cfg.eval_flip and data.flip, "eval_translate": cfg.eval_translate,
@@ -117,3 +118,13 @@ def decide(
     } | ({"train_sizes": sizes} if sizes else {})  # fmt: skip
     setup = Setup(cfg, ctx, Path(cfg.out), loaders, plan, fast, memory, cfg.eval_flip and data.flip, resolved)
     return setup, model
+
+
+def started_on(saved: dict[str, Any] | None, device: torch.device) -> str:
+    """The CPU model (family/model numbers) or GPU the run started on; a resumed run keeps its first."""
+    if saved and isinstance(saved.get("machine"), str):
+        return saved["machine"]
+    key = ((saved or {}).get("fast_path") or {}).get("key")
+    if saved and isinstance(key, str):  # a run started before "machine" was recorded: its trial's device
+        return key.split(" | ")[0]
+    return device_name(device)
