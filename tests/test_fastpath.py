@@ -14,8 +14,9 @@ from safetensors.torch import load_file
 from resnets import create_model
 from resnets.deploy.export import count_batchnorms
 from resnets.deploy.inference import prepare_inference
+from resnets.errors import ResnetsError
 from resnets.models.complexity import count_params
-from resnets.training import TrainConfig, autotune, train
+from resnets.training import TrainConfig, autotune, distributed, train
 from resnets.training import precision as precision_mod
 from resnets.training.checkpoint import list_checkpoints, load_checkpoint
 from resnets.training.ema import make_ema
@@ -36,7 +37,7 @@ def _fake_timings(monkeypatch: pytest.MonkeyPatch, table: dict[str, float], call
     """Replace the trial's stopwatch: seconds per step by candidate, the compiled step's, and the
     sizing steps' (first, warm) seconds by batch (``sizing``)."""
 
-    def fake(model, x, y, precision, device, steps=2):
+    def fake(model, x, y, precision, device, steps=2, graphs=False):
         layout = "nhwc" if x.is_contiguous(memory_format=torch.channels_last) and x.shape[1] > 1 else "nchw"
         calls.append((precision, layout, steps))
         if steps <= 1:  # sizing: steps=0 times the first step alone, steps=1 a warm one after it
@@ -88,6 +89,67 @@ def test_the_trial_batch_is_sized_on_a_warm_step_not_the_first(monkeypatch, tmp_
     # a first step of several limits halves it without a warm step; never below 4
     assert trial_batch(lambda b: (10.0 * b / 64, 0.1)) == 8
     assert trial_batch(lambda b: (99.0, 99.0)) == 4
+
+
+def test_the_compiled_option_with_the_largest_net_saving_wins() -> None:
+    trial = autotune.Trial(64, {"fp32/nchw": 1.0, "compile": 0.8, "compile_warmup": 30.0})
+    assert autotune.best_compile(trial, 1.0, 100) == (False, False)  # saves 20 s, costs 30
+    assert autotune.best_compile(trial, 1.0, 1000) == (True, False)  # saves 200 s
+    trial.seconds |= {"graphs": 0.3, "graphs_warmup": 60.0}
+    assert autotune.best_compile(trial, 1.0, 100) == (True, True)  # 70 - 60 > 0 > 20 - 30
+    assert autotune.best_compile(trial, 1.0, 1000) == (True, True)  # 640 > 170
+    trial.seconds["graphs_warmup"] = 600.0
+    assert autotune.best_compile(trial, 1.0, 1000) == (True, False)  # 100 < 170
+
+
+def test_cuda_graphs_are_timed_on_one_gpu_only_and_kept_on_resume(monkeypatch, tmp_path: Path) -> None:
+    cuda = torch.device("cuda")
+    monkeypatch.setenv("RESNETS_CACHE_DIR", str(tmp_path))
+    monkeypatch.setattr(autotune, "device_name", lambda device: "Some GPU")
+    monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda *a, **k: True)
+    timed: list[bool] = []
+
+    def fake_compile(model, trial, shape, classes, fast, device, graphs=False):
+        timed.append(graphs)
+        name = "graphs" if graphs else "compile"
+        trial.seconds |= {name: 0.002 if graphs else 0.008, f"{name}_warmup": 40.0 if graphs else 20.0}
+
+    monkeypatch.setattr(autotune, "time_compile", fake_compile)
+    model = create_model("resnet20", num_classes=10)
+    eager = {"fp32/nchw": 0.02, "fp32/nhwc": 0.02, "bf16/nchw": 0.01, "bf16/nhwc": 0.012}
+
+    def tune(world: int = 1, **settings):
+        cfg = TrainConfig(**settings)
+        key = autotune._key(cfg, (3, 32, 32), 128, cuda)  # the eager trial as a cache entry: no GPU here
+        (tmp_path / autotune.CACHE_FILE).write_text(json.dumps({key: {"batch": 64, "seconds": eager}}))
+        timed.clear()
+        return autotune.tune(cfg, model, (3, 32, 32), 10, 128, 64000, cuda, world)[0]
+
+    # saving per step at batch 128: compile 0.004 s, graphs 0.016 s; over 64k steps both repay their warm-up
+    assert tune() == autotune.FastPath("bf16", False, True, True) and timed == [False, True]
+    assert tune(world=2) == autotune.FastPath("bf16", False, True, False) and timed == [False]
+    assert tune(cuda_graphs=False).graphs is False and timed == [False]
+    assert tune(cuda_graphs=True, compile=None) == autotune.FastPath("bf16", False, True, True)
+    saved = {"precision": "bf16", "channels_last": True, "compile": True, "cuda_graphs": True}
+    ctx = distributed.Context(device=cuda)
+
+    def resumed(**settings):
+        return autotune.choose_fast_path(
+            TrainConfig(**settings), model, (3, 32, 32), 10, 128, 10, ctx, saved
+        )[0]
+
+    assert resumed() == autotune.FastPath("bf16", True, True, True)  # a resumed run keeps its choice
+    assert resumed(compile=False) == autotune.FastPath("bf16", True, False, False)
+
+
+def test_cuda_graphs_without_a_gpu_or_without_compile_are_refused(tmp_path: Path) -> None:
+    with pytest.raises(ResnetsError, match="cannot go with --no-compile"):
+        TrainConfig(cuda_graphs=True, compile=False).validate()
+    out = tmp_path / "run"
+    args = ["--model", "resnet20", "--dataset", "digits", "--iterations", "2", "--device", "cpu"]
+    result = run_cli("train", *args, "--cuda-graphs", "--out", str(out))
+    assert_clean_error(result, "--cuda-graphs needs a CUDA device")
+    assert not out.exists()
 
 
 def test_compile_is_chosen_where_its_measured_saving_repays_its_warm_up(monkeypatch, tmp_path) -> None:

@@ -182,6 +182,10 @@ def _speed_flags(p: argparse.ArgumentParser) -> None:
         help="torch.compile the model (default: where its measured saving over the run repays its warm-up)",
     )  # fmt: skip
     p.add_argument(
+        "--cuda-graphs", action=argparse.BooleanOptionalAction,
+        help="replay the compiled step as CUDA graphs (one GPU; default: where a trial measures it faster)",
+    )  # fmt: skip
+    p.add_argument(
         "--checkpoint-activations", nargs="?", const="auto", metavar="SEGMENTS",
         help="recompute activations in the backward pass, in SEGMENTS runs of blocks (default sqrt(blocks))",
     )  # fmt: skip

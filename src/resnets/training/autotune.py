@@ -3,7 +3,9 @@
 A setting left on auto is decided by a short trial of the run's own model on synthetic data of
 its own input shape: a few timed SGD steps per candidate, at a batch small enough that a warm
 step takes at most half a second. torch.compile is tried only for runs long enough that it could
-pay, and chosen where the measured saving over the whole run exceeds its measured warm-up.
+pay, and chosen where the measured saving over the whole run exceeds its measured warm-up; on one
+GPU the step compiled for CUDA graphs (mode "reduce-overhead": small nets leave a GPU waiting on
+kernel launches) is timed too, and the option with the larger net saving wins.
 The figures are cached per (device model, torch version, threads, model, options, input shape)
 under the user's cache folder, so the trial runs once per machine and model, and they go into
 config.json ("resolved.fast_path"), beside the choice.
@@ -60,7 +62,7 @@ class Trial:
     """Seconds per step of each candidate at one trial batch."""
 
     batch: int
-    seconds: dict[str, float]  # "fp32/nchw" -> s per step; "compile" and "compile_warmup" when tried
+    seconds: dict[str, float]  # "fp32/nchw" -> s per step; "compile", "graphs" and their "_warmup" when tried
 
     def best(self, allowed: list[tuple[str, bool]]) -> tuple[str, bool]:
         """The fastest eager (precision, channels_last) among ``allowed``."""
@@ -71,12 +73,17 @@ def _name(precision: str, channels_last: bool) -> str:
     return f"{precision}/{'nhwc' if channels_last else 'nchw'}"
 
 
-def step_seconds(model: nn.Module, x: torch.Tensor, y: torch.Tensor, precision: str, device, steps: int = 2):
+def step_seconds(
+    model: nn.Module, x: torch.Tensor, y: torch.Tensor, precision: str, device, steps: int = 2,
+    graphs: bool = False,
+):  # fmt: skip
     """(first step, best of ``steps`` more) wall seconds of forward + backward + SGD."""
     optimizer = torch.optim.SGD(model.parameters(), lr=1e-3, momentum=0.9)
     times = []
     for _ in range(steps + 1):
         t0 = time.perf_counter()
+        if graphs:  # a new step: CUDA graphs may reuse the memory of the last step's outputs
+            torch.compiler.cudagraph_mark_step_begin()
         with autocast(precision, device):
             loss = F.cross_entropy(model(x).float(), y)
         optimizer.zero_grad(set_to_none=True)
@@ -123,15 +130,33 @@ def run_trial(model: nn.Module, cfg: TrainConfig, shape, classes: int, micro_bat
     return Trial(batch, seconds)
 
 
-def time_compile(model: nn.Module, trial: Trial, shape, classes: int, fast: FastPath, device) -> None:
-    """Add the compiled step's warm-up and steady time to ``trial`` (at the trial batch)."""
+def time_compile(
+    model: nn.Module, trial: Trial, shape, classes: int, fast: FastPath, device, graphs: bool = False
+) -> None:
+    """Add the compiled step's warm-up and steady time to ``trial`` (at the trial batch); with
+    ``graphs``, of the step compiled for CUDA graphs ("graphs", "graphs_warmup")."""
     fmt = torch.channels_last if fast.channels_last else torch.contiguous_format
     probe = copy.deepcopy(model).to(device).train().to(memory_format=fmt)
     g = torch.Generator().manual_seed(0)
     x = torch.randn(trial.batch, *shape, generator=g).to(device).contiguous(memory_format=fmt)
     y = torch.randint(0, classes, (trial.batch,), generator=g).to(device)
-    warmup, step = step_seconds(torch.compile(probe), x, y, fast.precision, device, steps=3)
-    trial.seconds["compile_warmup"], trial.seconds["compile"] = warmup, step
+    compiled = torch.compile(probe, mode="reduce-overhead" if graphs else None)
+    # CUDA graphs record on the second call and replay from the third: two more steps to reach them
+    steps = 5 if graphs else 3
+    warmup, step = step_seconds(compiled, x, y, fast.precision, device, steps=steps, graphs=graphs)
+    name = "graphs" if graphs else "compile"
+    trial.seconds[f"{name}_warmup"], trial.seconds[name] = warmup, step
+
+
+def best_compile(trial: Trial, eager: float, steps_per_trial_step: float) -> tuple[bool, bool]:
+    """(compile, graphs): the measured option whose saving over the run most exceeds its warm-up, if any."""
+    best, choice = 0.0, (False, False)
+    for name, option in (("compile", (True, False)), ("graphs", (True, True))):
+        if name in trial.seconds:
+            net = (eager - trial.seconds[name]) * steps_per_trial_step - trial.seconds[f"{name}_warmup"]
+            if net > best:
+                best, choice = net, option
+    return choice
 
 
 def _key(cfg: TrainConfig, shape, micro_batch: int, device: torch.device) -> str:
@@ -164,14 +189,20 @@ def _save_cache(key: str, trial: Trial) -> None:
 
 
 def tune(
-    cfg: TrainConfig, model: Network, shape, classes: int, micro_batch: int, steps: int, device
-) -> tuple[FastPath, dict[str, Any]]:
+    cfg: TrainConfig, model: Network, shape, classes: int, micro_batch: int, steps: int, device,
+    world: int = 1,
+) -> tuple[FastPath, dict[str, Any]]:  # fmt: skip
     """The fast path for a run of ``steps`` micro-batches, and what config.json records of the choice."""
     wants_trial = cfg.precision == "auto" or cfg.channels_last is None
-    compile_auto = cfg.compile is None and cfg.grad_every is None and not model.checkpoint_segments
+    compile_auto = cfg.compile is None and not cfg.cuda_graphs and cfg.grad_every is None
+    compile_auto = compile_auto and not model.checkpoint_segments
     compile_auto = compile_auto and (device.type == "cuda" or has_compiler())
+    # CUDA graphs on one GPU only: with BatchNorm under DDP they measured slower than eager (pytorch#139207)
+    graphs_auto = compile_auto and cfg.cuda_graphs is None and device.type == "cuda" and world == 1
+    given = FastPath(cfg.precision, bool(cfg.channels_last), bool(cfg.compile or cfg.cuda_graphs),
+                     bool(cfg.cuda_graphs))  # fmt: skip
     if not wants_trial and not compile_auto:
-        return FastPath(cfg.precision, bool(cfg.channels_last), bool(cfg.compile)), {"trial": None}
+        return given, {"trial": None}
     key = _key(cfg, shape, micro_batch, device)
     cached = _load_cache().get(key)
     trial = Trial(cached["batch"], dict(cached["seconds"])) if cached else None
@@ -180,15 +211,16 @@ def tune(
     if fresh:
         trial = run_trial(model, cfg, shape, classes, micro_batch, device)
     precision, channels_last = trial.best(allowed)
-    fast = FastPath(precision, channels_last, bool(cfg.compile))
+    fast = FastPath(precision, channels_last, given.compile, given.graphs)
     eager = trial.seconds[_name(precision, channels_last)]
     run_seconds = eager * micro_batch / trial.batch * steps  # the whole run, eager, estimated
     if compile_auto and run_seconds >= COMPILE_TRIAL_MIN_SECONDS:
-        if "compile" not in trial.seconds:
-            time_compile(model, trial, shape, classes, fast, device)
-            fresh = True
-        saving = (eager - trial.seconds["compile"]) * micro_batch / trial.batch * steps
-        fast = FastPath(precision, channels_last, saving > trial.seconds["compile_warmup"])
+        for graphs in (False, True) if graphs_auto else (False,):
+            if ("graphs" if graphs else "compile") not in trial.seconds:
+                time_compile(model, trial, shape, classes, fast, device, graphs)
+                fresh = True
+        compiled, graphs = best_compile(trial, eager, micro_batch / trial.batch * steps)
+        fast = FastPath(precision, channels_last, compiled, graphs and graphs_auto)
     if fresh:
         _save_cache(key, trial)
     figures = {k: round(v, 5) for k, v in trial.seconds.items()}
@@ -232,19 +264,21 @@ def choose_fast_path(
     """Tune on rank 0 and share its choice; a resumed run keeps the choice it started with."""
     if saved is not None and "precision" in saved:
         layout = saved.get("channels_last", cfg.channels_last is not False)
-        compile_ = cfg.compile if cfg.compile is not None else bool(saved.get("compile"))
-        return FastPath(saved["precision"], layout, compile_), saved.get("fast_path", {"trial": None})
+        graphs = cfg.cuda_graphs if cfg.cuda_graphs is not None else bool(saved.get("cuda_graphs"))
+        compile_ = cfg.compile if cfg.compile is not None else bool(saved.get("compile")) or graphs
+        fast = FastPath(saved["precision"], layout, compile_, graphs and compile_)
+        return fast, saved.get("fast_path", {"trial": None})
     if ctx.main:
-        fast, record = tune(cfg, model, shape, classes, micro_batch, steps, ctx.device)
+        fast, record = tune(cfg, model, shape, classes, micro_batch, steps, ctx.device, ctx.world)
     else:
         fast, record = FastPath("fp32", False, False), {}
     if ctx.world > 1:  # every rank must run the same graph: rank 0's measurement decides
         mine = (
-            [PRECISION_CODES.index(fast.precision), fast.channels_last, fast.compile]
+            [PRECISION_CODES.index(fast.precision), fast.channels_last, fast.compile, fast.graphs]
             if ctx.main
-            else [0, 0, 0]
+            else [0, 0, 0, 0]
         )
         summed = distributed.all_sum(torch.tensor(mine, dtype=torch.float64, device=ctx.device), ctx)
-        code, layout, compile_ = (int(v) for v in summed.tolist())
-        fast = FastPath(PRECISION_CODES[code], bool(layout), bool(compile_))
+        code, layout, compile_, graphs = (int(v) for v in summed.tolist())
+        fast = FastPath(PRECISION_CODES[code], bool(layout), bool(compile_), bool(graphs))
     return fast, record

@@ -83,7 +83,7 @@ def fit_in_memory(
         # statistics from being updated twice): a checkpointed run trains eagerly.
         if cfg.compile:
             raise ResnetsError("--compile cannot be combined with activation checkpointing; use --no-compile")
-        fast = dataclasses.replace(fast, compile=False)
+        fast = dataclasses.replace(fast, compile=False, graphs=False)
     mapped = map_checkpointed_activations(model, shape, micro_batch, fast.precision, device)
     kept = device.type == "cpu" and mapped is None and not model.checkpoint_segments
     return Memory(ckpt, mapped, kept and keep_freed_blocks()), fast

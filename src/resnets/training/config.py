@@ -58,6 +58,7 @@ class TrainConfig:
     precision: str = "auto"  # auto: fp32 or bf16, whichever a short trial on this machine finds faster
     channels_last: bool | None = None  # None: NHWC or NCHW, whichever the trial finds faster
     compile: bool | None = None  # None: compile where its measured saving over the run repays its warm-up
+    cuda_graphs: bool | None = None  # None: on one GPU, where a trial measures them faster than compile alone
     lookahead: bool = False  # pull the weights back to a slow average every 5 steps (airbench's schedule)
     ema_decay: float | None = None  # evaluate and save an exponential moving average of the weights
     eval_flip: bool = False  # evaluate on each test image and its mirror image, averaged
@@ -147,9 +148,11 @@ class TrainConfig:
         for name in flags:
             if not isinstance(getattr(self, name), bool):
                 raise ResnetsError(f"{name} must be true or false, got {getattr(self, name)!r}")
-        for name in ("compile", "channels_last"):
+        for name in ("compile", "channels_last", "cuda_graphs"):
             if getattr(self, name) is not None and not isinstance(getattr(self, name), bool):
                 raise ResnetsError(f"{name} must be true, false or null (auto), got {getattr(self, name)!r}")
+        if self.cuda_graphs and self.compile is False:
+            raise ResnetsError("--cuda-graphs replays the compiled step: it cannot go with --no-compile")
         self._validate_augmentation()
         if self.warmup_steps is not None and (not _is_int(self.warmup_steps) or self.warmup_steps < 0):
             raise ResnetsError(f"warmup_steps must be an integer >= 0, got {self.warmup_steps!r}")

@@ -26,7 +26,7 @@ from .setup import total_steps
 # Settings a resumed run may change: how long it goes and how often it reports.
 RESUME_MAY_CHANGE = {
     "epochs", "iterations", "eval_every", "checkpoint_every", "device", "keep_checkpoints", "compile",
-    "workers", "log",
+    "cuda_graphs", "workers", "log",
 }  # fmt: skip
 
 # Settings a checkpoint must share with the run resuming it (its weights would not fit otherwise).

@@ -16,6 +16,7 @@ import torch
 from torch import nn
 
 from ..data import load_dataset
+from ..errors import ResnetsError
 from ..models import get_spec
 from . import distributed
 from .autotune import choose_fast_path, device_name
@@ -94,6 +95,8 @@ def decide(
     work = work_record(model, shape, sizes, saved)  # training FLOPs per image, on the meta device
     ckpt = choose_checkpointing_for(model, cfg, shape, micro_batch, ctx.device, ctx.main)
     # A resumed run keeps the fast path it was measured for (the cache may have changed since).
+    if cfg.cuda_graphs and ctx.device.type != "cuda":
+        raise ResnetsError(f"--cuda-graphs needs a CUDA device; this run is on {ctx.device.type}")
     fast, tuning = choose_fast_path(
         cfg, model, shape, data.num_classes, micro_batch, plan.total * cfg.accumulate, ctx, saved
     )
@@ -109,7 +112,8 @@ def decide(
         "device": str(ctx.device), "machine": started_on(saved, ctx.device),
         "crop_padding": data.crop_padding, "flip": data.flip,
         "torch": torch.__version__, "processes": ctx.world, "precision": fast.precision,
-        "channels_last": fast.channels_last, "compile": fast.compile, "fast_path": tuning,
+        "channels_last": fast.channels_last, "compile": fast.compile,
+        "cuda_graphs": fast.graphs, "fast_path": tuning,
         "eval_flip": cfg.eval_flip and data.flip, "eval_translate": cfg.eval_translate,
         # The free memory behind an automatic choice is in its stderr line, not here: a re-run
         # of a finished run must leave config.json byte for byte as it was.

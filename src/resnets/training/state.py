@@ -84,7 +84,7 @@ def build_learner(setup: Setup, model: nn.Module, resume: bool) -> Learner:
     model = place_model(model, cfg, ctx, resume, setup.fast.channels_last)
     train_forward = distributed.wrap(model, ctx)
     if setup.fast.compile:
-        train_forward = compile_forward(train_forward)
+        train_forward = compile_forward(train_forward, setup.fast.graphs)
     optimizer = make_optimizer(model, cfg, ctx.device)
     scaler = grad_scaler(setup.fast.precision, ctx.device)
     # An exponential moving average of the weights (and BN statistics), evaluated and saved instead.

@@ -22,6 +22,7 @@ class FastPath:
     precision: str
     channels_last: bool
     compile: bool
+    graphs: bool = False  # compiled for CUDA graphs (mode "reduce-overhead"): one launch for many kernels
 
 
 def has_compiler() -> bool:
@@ -59,9 +60,9 @@ def forward_backward(
     return loss_sum, wrong
 
 
-def compile_forward(forward: nn.Module) -> nn.Module:
-    """torch.compile, with a one-line error where this machine cannot compile."""
+def compile_forward(forward: nn.Module, graphs: bool = False) -> nn.Module:
+    """torch.compile (replayed as CUDA graphs where ``graphs``), with a one-line error where it cannot run."""
     try:
-        return torch.compile(forward)
+        return torch.compile(forward, mode="reduce-overhead" if graphs else None)
     except RuntimeError as e:
         raise ResnetsError(f"torch.compile is not available here ({e}); run with --no-compile") from None

@@ -251,6 +251,8 @@ def _train_step(
     if flow is not None:
         flow.arm()
     learner.optimizer.zero_grad(set_to_none=True)
+    if setup.fast.graphs:  # a new step: the graphs may reuse the memory of the last step's outputs
+        torch.compiler.cudagraph_mark_step_begin()
     loss_sum, wrong = forward_backward(
         learner.train_forward, x, y, cfg.accumulate, cfg.label_smoothing, setup.fast.precision,
         learner.scaler, ctx.device,
