@@ -7,11 +7,13 @@ The reference is written here, the way a tutorial would: NCHW, fp32, one class p
 option-A shortcuts by F.pad, torch.optim.SGD with its defaults, eval under no_grad. Ours is
 what `resnets train` / `resnets eval` run: channels-last, bf16 autocast where the hardware has
 it, the same SGD with fp32 master weights, BN folded into the convs for inference; once eager
-and once under torch.compile (its warm-up is printed). Both are measured in this process, on
-the same inputs, so the ratios hold whatever the machine. "% peak" divides the FLOP/s that
-PyTorch's flop counter gives for a step by the best dense bf16 matmul rate measured here; the
-"% fp32 peak" columns divide it by the fp32 one, measured in the same run (IEEE fp32: torch's
-default for matmul, TF32 off; on a GPU cuDNN's convolutions may use TF32 and exceed it).
+and once under torch.compile (its warm-up is printed), and on a GPU's training rows also compiled
+for CUDA graphs ("+CUDA graphs": mode reduce-overhead, as `--cuda-graphs` trains). Both are
+measured in this process, on the same inputs, so the ratios hold whatever the machine. "% peak"
+divides the FLOP/s that PyTorch's flop counter gives for a step by the best dense bf16 matmul
+rate measured here; the "% fp32 peak" columns divide it by the fp32 one, measured in the same
+run (IEEE fp32: torch's default for matmul, TF32 off; on a GPU cuDNN's convolutions may use TF32
+and exceed it).
 "MFLOP/img" is the counter's figure for one image: forward + backward in the train rows.
 """
 
@@ -193,9 +195,12 @@ def reference_train(model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> Calla
     return step
 
 
-def ours_train(model: nn.Module, x: torch.Tensor, y: torch.Tensor, device: torch.device, compile_: bool):
+def ours_train(
+    model: nn.Module, x: torch.Tensor, y: torch.Tensor, device: torch.device, compile_: bool,
+    graphs: bool = False,
+):  # fmt: skip
     """The step `resnets train` takes: the library's own optimizer, precision and forward_backward."""
-    cfg = TrainConfig(compile=compile_)
+    cfg = TrainConfig(compile=compile_, cuda_graphs=graphs)
     # The precision and layout `resnets train` would measure and choose on this machine (cached).
     fast, _ = tune(cfg, model, tuple(x.shape[1:]), int(y.max()) + 1, len(x), 0, device)
     if fast.channels_last:
@@ -203,9 +208,11 @@ def ours_train(model: nn.Module, x: torch.Tensor, y: torch.Tensor, device: torch
         x = x.contiguous(memory_format=torch.channels_last)
     opt = make_optimizer(model, cfg, device)
     scaler = grad_scaler(fast.precision, device)
-    forward = torch.compile(model) if compile_ else model
+    forward = torch.compile(model, mode="reduce-overhead" if graphs else None) if compile_ else model
 
     def step() -> None:
+        if graphs:
+            torch.compiler.cudagraph_mark_step_begin()
         opt.zero_grad(set_to_none=True)
         forward_backward(forward, x, y, 1, 0.0, fast.precision, scaler, device)
         scaler.step(opt)
@@ -245,11 +252,14 @@ def measure(name: str, device: torch.device, args: argparse.Namespace) -> list[d
             row = {"model": name, "impl": who, "mode": mode, "batch": batch, "size": size,
                    "reference": ref_rate, "flops_per_image": flops / batch,
                    "train_flops_per_image": train_per_image}  # fmt: skip
-            for compile_ in (False,) if args.skip_compile else (False, True):
+            variants = [(False, False)] if args.skip_compile else [(False, False), (True, False)]
+            if device.type == "cuda" and mode == "train" and not args.skip_compile:
+                variants.append((True, True))  # CUDA graphs: the compiled step replayed, one launch
+            for compile_, graphs in variants:
                 torch.manual_seed(0)
                 model = make().to(device)
                 if mode == "train":
-                    fn, precision = ours_train(model.train(), x, y, device, compile_)
+                    fn, precision = ours_train(model.train(), x, y, device, compile_, graphs)
                 else:
                     fast = prepare_inference(
                         model.eval(), device, "auto", compile=compile_, input_shape=tuple(x.shape[1:])
@@ -261,7 +271,7 @@ def measure(name: str, device: torch.device, args: argparse.Namespace) -> list[d
                             return fast(x)
 
                 rate, warm = images_per_s(fn, batch, device, seconds)
-                key = "compiled" if compile_ else "eager"
+                key = "graphs" if graphs else "compiled" if compile_ else "eager"
                 row[key], row[f"{key}_warmup_s"], row["precision"] = rate, warm, precision
             rows.append(row)
             print(format_row(row, None), flush=True)
@@ -269,9 +279,9 @@ def measure(name: str, device: torch.device, args: argparse.Namespace) -> list[d
 
 
 def best_rate(r: dict) -> float:
-    """The row's faster of eager and compiled images/s (compiled: nan or absent when not measured)."""
-    compiled = r.get("compiled", float("nan"))
-    return max(r["eager"], 0 if compiled != compiled else compiled)
+    """The row's fastest of eager, compiled and CUDA graphs images/s (nan or absent: not measured)."""
+    rates = [r.get(k, float("nan")) for k in ("compiled", "graphs")]
+    return max([r["eager"], *(rate for rate in rates if rate == rate)])
 
 
 def add_shares(r: dict, peak: float, peak_fp32: float) -> dict:
@@ -283,7 +293,7 @@ def add_shares(r: dict, peak: float, peak_fp32: float) -> dict:
 
 
 def format_row(r: dict, peak: float | None, peak_fp32: float | None = None) -> str:
-    r = {"compiled": float("nan"), "compiled_warmup_s": float("nan")} | r
+    r = {"compiled": float("nan"), "compiled_warmup_s": float("nan"), "graphs": float("nan")} | r
 
     def pct(rate: float, of: float | None) -> str:
         return f"{100 * rate * r['flops_per_image'] / of:5.1f}%" if of else "   - "
@@ -294,15 +304,16 @@ def format_row(r: dict, peak: float | None, peak_fp32: float | None = None) -> s
         f"| {r['eager'] / r['reference']:>5.2f}x | {r['compiled'] / r['reference']:>5.2f}x "
         f"| {pct(r['reference'], peak)} | {pct(best_rate(r), peak)} | {r['compiled_warmup_s']:>6.1f} "
         f"| {pct(r['reference'], peak_fp32)} | {pct(best_rate(r), peak_fp32)} "
-        f"| {r['flops_per_image'] / 1e6:>8.1f} |"
+        f"| {r['flops_per_image'] / 1e6:>8.1f} | {r['graphs']:>9.1f} |"
     )
 
 
 # "% peak" is of the bf16 matmul peak (the columns kept from before), "% fp32 peak" of the fp32 one.
 HEADER = (
     "| model      | impl        | mode  | batch   | ref img/s | fast img/s | +compile | fast  | +compile "
-    "| ref % peak | best % peak | compile warm-up s | ref % fp32 peak | best % fp32 peak | MFLOP/img |\n"
-    "|---|---|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"
+    "| ref % peak | best % peak | compile warm-up s | ref % fp32 peak | best % fp32 peak | MFLOP/img "
+    "| +CUDA graphs |\n"
+    "|---|---|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"
 )
 
 

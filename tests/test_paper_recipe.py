@@ -220,10 +220,12 @@ def test_the_status_page_gives_each_runs_step_error_and_device_time(tmp_path) ->
 
     study = StudyConfig.from_recipe("paper-cifar", dataset="cifar10", depths=[20, 56], seeds=2,
                                     out=str(tmp_path))  # fmt: skip
-    rows = [{"step": s, "train_error": 0.5, "test_error": 0.2 - s / 1e6, "time": s / 100} for s in (390, 780)]
+    rows = [{"step": s, "train_error": 0.5, "test_error": 0.2 - s / 1e6, "time": s / 100,
+             "images_per_s": 1234.4} for s in (390, 780)]  # fmt: skip
     _fake_run(tmp_path / "resnet20-seed0", [*rows, {"step": 64000, "test_error": 0.0799, "time": 500.0}],
               checkpoint=64000, elapsed=500.0, done={"params": 272_474, "test_error": 0.0812},
-              resolved={"machine": "NVIDIA H200", "precision": "bf16", "compile": True})  # fmt: skip
+              resolved={"machine": "NVIDIA H200", "precision": "bf16", "compile": True,
+                        "cuda_graphs": True})  # fmt: skip
     key = "AMD EPYC (family 25, model 1) | torch"
     old = {"precision": "fp32", "compile": False, "fast_path": {"key": key}}
     _fake_run(tmp_path / "plain56-seed0", rows, checkpoint=1000, elapsed=12.5, resolved=old)  # between evals
@@ -232,11 +234,12 @@ def test_the_status_page_gives_each_runs_step_error_and_device_time(tmp_path) ->
     assert "**1 of 8 runs done**, 2 under way, 5 not started" in page
     # the study's measurement of the weights; where and how each run trains (a run from before "machine"
     # was recorded: its fast-path trial's device)
-    assert "| resnet20 | 0 | done | 8.12% | 8 min 20 s | NVIDIA H200, bf16, compiled |" in page
+    h200 = "NVIDIA H200, bf16, compiled + CUDA graphs"
+    assert f"| resnet20 | 0 | done | 8.12% | 8 min 20 s | — | {h200} |" in page
     plain56 = "| plain56 | 0 | at step 1,000 of 64,000 (2%) | 19.92% (step 780) | 12 s |"
-    assert f"{plain56} AMD EPYC (family 25, model 1), fp32, eager |" in page
-    assert "| resnet56 | 0 | at step 780 of 64,000 (1%) | 19.92% (step 780) | 8 s | — |" in page
-    assert "| plain20 | 1 | not started | — | — | — |" in page
+    assert f"{plain56} 1,234 | AMD EPYC (family 25, model 1), fp32, eager |" in page
+    assert "| resnet56 | 0 | at step 780 of 64,000 (1%) | 19.92% (step 780) | 8 s | 1,234 | — |" in page
+    assert "| plain20 | 1 | not started | — | — | — | — |" in page
     assert "Device time so far: **8 min 40 s** (520 s)" in page  # 500 + 12.5 + 7.8
     assert "| 20 | 0.27M / 0.27M | 8.75% | 8.12% (n=1) | -0.63 |" in page
     assert "| 56 | 0.85M / 0.85M | 6.97% | — (n=0) | — |" in page  # counted: 853,018

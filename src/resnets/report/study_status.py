@@ -62,6 +62,11 @@ class RunStatus:
     rows: list[dict[str, Any]] = field(default_factory=list)  # metrics.jsonl
     trained_on: str | None = None  # the machine it started on, its precision, compiled or eager
 
+    def speed_cell(self) -> str:
+        """Training images per second over the run so far (its latest metrics row), or a dash."""
+        rate = self.rows[-1].get("images_per_s") if self.rows else None
+        return f"{rate:,.0f}" if isinstance(rate, int | float) and math.isfinite(rate) else "—"
+
     def trained_on_cell(self) -> str:
         """Where and how the run trains, or a dash before it starts."""
         return self.trained_on or "—"
@@ -149,7 +154,8 @@ def _trained_on(resolved: dict[str, Any]) -> str | None:
     if not machine and not resolved.get("precision"):
         return None
     parts = [machine or str(resolved.get("device", "?")), str(resolved.get("precision", "?"))]
-    return ", ".join([*parts, "compiled" if resolved.get("compile") else "eager"])
+    mode = "compiled + CUDA graphs" if resolved.get("cuda_graphs") else "compiled"
+    return ", ".join([*parts, mode if resolved.get("compile") else "eager"])
 
 
 def read_study(out: Path) -> StudyConfig | None:
@@ -223,10 +229,10 @@ def status_markdown(cfg: StudyConfig, statuses: list[RunStatus], figure: Path | 
     md += [f"Written {written}.", ""]
     rows = [
         [s.model, str(s.seed), s.state_cell(), s.error_cell(), duration(s.seconds) if s.seconds else "—",
-         s.trained_on_cell()]
+         s.speed_cell(), s.trained_on_cell()]
         for s in statuses
     ]  # fmt: skip
-    header = ["model", "seed", "state", "test error", "device time", "trained on"]
+    header = ["model", "seed", "state", "test error", "device time", "img/s", "trained on"]
     md += ["## Runs", "", *markdown_table(header, rows), ""]
     md += [
         "Test error: a finished run's final weights on the whole test set; a run in training, its latest "
