@@ -13,20 +13,24 @@
 # not stopped KILL_AFTER seconds later. Then the status page is written from OUT.
 #
 # On a GPU of the device tool the data and the state travel (64 MiB a call; ../shared does not):
-#   here, once:  bash scripts/gpu_stage_cifar.sh pack                (.gpu/cifar-1..3, ~47 MB each)
-#   calls 1, 2:  carry [".gpu/cifar-N"], command: bash scripts/gpu_stage_cifar.sh unpack .gpu/cifar-N
-#   call 3 (within 30 s, while the machine is warm), carry [".gpu/cifar-3", ".gpu/paper-state.tgz"]:
-#     bash scripts/gpu_stage_cifar.sh unpack .gpu/cifar-3 && DATA_DIR=/tmp/cifar10 STATE=.gpu/paper-state.tgz \
-#     PACK=$OUT/paper-state.tgz bash scripts/gpu_paper_cifar.sh 480 /tmp/paper-cifar10
-#   then copy the returned paper-state.tgz to .gpu/ for the next GPU run, and unpack it into runs/ to
-#   write the status page here.
+#   here, once:    bash scripts/gpu_stage_cifar.sh pack              (.gpu/cifar-1..3, ~47 MB each)
+#   calls 1 to 3:  carry [".gpu/cifar-N"], command: bash scripts/gpu_stage_cifar.sh unpack .gpu/cifar-N
+#   call 4, each within 30 s of the last (the machine keeps /tmp only while warm), carrying
+#   [".gpu/paper-state.tgz"] where an earlier GPU run left one (finished runs' weights: ~32 MB a seed):
+#     DATA_DIR=/tmp/cifar10 STATE=.gpu/paper-state.tgz PACK=$OUT/paper-state.tgz SPLIT=15M \
+#     bash scripts/gpu_paper_cifar.sh 480 /tmp/paper-cifar10
+#   then join the returned pieces here (cat paper-state.tgz.part-* > .gpu/paper-state.tgz: the device
+#   tool returns files of at most 16 MiB) for the next GPU run, and unpack it into runs/ to write the
+#   status page here.
 #
 # Environment (all optional):
 #   DATA_DIR=../shared/data  SEEDS=2  DEPTHS="20 56 32 44 110"  PLAIN_LAST="110"
 #   PAGE=docs/paper-cifar10/report.md  KILL_AFTER=60  STATUS_SECONDS=60  MIN_SECONDS=120
 #   PYTHON=python3 (.venv/bin/python where it exists)  PACK=FILE.tgz (OUT without what resume does not need)
-#   STATE=FILE.tgz (a PACK of an earlier run: unpacked beside OUT first, where it exists)
-#   PRECISION=fp32|bf16 (default: the recipe's own, auto: the faster measured on this machine)
+#   SPLIT=SIZE (with PACK: FILE.tgz cut into FILE.tgz.part-aa, -ab, ... of at most SIZE, e.g. 15M)
+#   STATE=FILE.tgz (a PACK of an earlier run whose folder has OUT's name: unpacked beside OUT first)
+#   PRECISION=fp32|bf16 (default: the recipe's own, auto: the faster measured on this machine; a study
+#   keeps the precision it started with, so give it only for a fresh OUT)
 #   ITERATIONS=N and EXTRA_ARGS="..." for a smoke run on a CPU (e.g. ITERATIONS=4 EXTRA_ARGS="--dataset
 #   digits"); either one moves the default PAGE to OUT/status.md, so a smoke run never writes docs/.
 set -u
@@ -49,6 +53,11 @@ py=${PYTHON:-}
 [ -z "$py" ] && { [ -x .venv/bin/python ] && py=.venv/bin/python || py=python3; }
 export PYTHONPATH=$PWD/src${PYTHONPATH:+:$PYTHONPATH} PYTHONUNBUFFERED=1
 if [ -n "${STATE:-}" ] && [ -f "$STATE" ]; then
+  top=$(tar tzf "$STATE" | head -n 1 | cut -d/ -f1)
+  if [ "$top" != "$(basename "$out")" ]; then
+    echo "gpu_paper_cifar.sh: $STATE holds $top/, not $(basename "$out")/: give OUT that name" >&2
+    exit 2
+  fi
   mkdir -p "$(dirname "$out")" && tar xzf "$STATE" -C "$(dirname "$out")" && echo "continuing from $STATE"
 fi
 command -v nvidia-smi > /dev/null && nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv
@@ -112,5 +121,8 @@ if [ -n "${PACK:-}" ]; then
     fi
   done
   tar czf "$PACK" "${skip[@]}" -C "$(dirname "$out")" "$(basename "$out")" && echo "packed $out into $PACK"
+  if [ -n "${SPLIT:-}" ] && [ -f "$PACK" ]; then
+    split -b "$SPLIT" "$PACK" "$PACK.part-" && rm "$PACK" && ls -l "$PACK".part-*
+  fi
 fi
 exit "$status"

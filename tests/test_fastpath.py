@@ -40,11 +40,11 @@ def _fake_timings(monkeypatch: pytest.MonkeyPatch, table: dict[str, float], call
     def fake(model, x, y, precision, device, steps=2, graphs=False):
         layout = "nhwc" if x.is_contiguous(memory_format=torch.channels_last) and x.shape[1] > 1 else "nchw"
         calls.append((precision, layout, steps))
+        if hasattr(model, "_orig_mod"):  # the compiled probe: its first call, then warm ones
+            return (table["compile_warmup"] if steps == 0 else table["compile"]), table["compile"]
         if steps <= 1:  # sizing: steps=0 times the first step alone, steps=1 a warm one after it
             first, warm = sizing(x.shape[0]) if sizing else (0.01, 0.01)
             return first, (warm if steps else first)
-        if steps == 3:  # the compiled probe
-            return table["compile_warmup"], table["compile"]
         return table[f"{precision}/{layout}"], table[f"{precision}/{layout}"]
 
     monkeypatch.setattr(autotune, "step_seconds", fake)
@@ -92,14 +92,23 @@ def test_the_trial_batch_is_sized_on_a_warm_step_not_the_first(monkeypatch, tmp_
 
 
 def test_the_compiled_option_with_the_largest_net_saving_wins() -> None:
-    trial = autotune.Trial(64, {"fp32/nchw": 1.0, "compile": 0.8, "compile_warmup": 30.0})
-    assert autotune.best_compile(trial, 1.0, 100) == (False, False)  # saves 20 s, costs 30
-    assert autotune.best_compile(trial, 1.0, 1000) == (True, False)  # saves 200 s
-    trial.seconds |= {"graphs": 0.3, "graphs_warmup": 60.0}
-    assert autotune.best_compile(trial, 1.0, 100) == (True, True)  # 70 - 60 > 0 > 20 - 30
-    assert autotune.best_compile(trial, 1.0, 1000) == (True, True)  # 640 > 170
-    trial.seconds["graphs_warmup"] = 600.0
-    assert autotune.best_compile(trial, 1.0, 1000) == (True, False)  # 100 < 170
+    fast = autotune.FastPath("fp32", False, False)
+    trial = autotune.Trial(64, {"fp32/nchw": 1.0, "compile fp32/nchw": 0.8, "compile fp32/nchw warmup": 30.0})
+
+    def best(steps: float, graphs_allowed: bool = True, at=fast) -> tuple[bool, bool]:
+        return autotune.best_compile(trial, 1.0, steps, at, graphs_allowed)
+
+    assert best(100) == (False, False)  # saves 20 s, costs 30
+    assert best(1000) == (True, False)  # saves 200 s
+    trial.seconds |= {"graphs fp32/nchw": 0.3, "graphs fp32/nchw warmup": 60.0}
+    assert best(100) == (True, True)  # 70 - 60 > 0 > 20 - 30
+    assert best(1000) == (True, True)  # 640 > 170
+    # graphs measured once (a one-GPU run, cached) do not decide where they are not allowed (torchrun)
+    assert best(100, graphs_allowed=False) == (False, False) and best(1000, False) == (True, False)
+    # figures timed at another precision or layout do not decide either
+    assert best(1000, at=autotune.FastPath("bf16", False, False)) == (False, False)
+    trial.seconds["graphs fp32/nchw warmup"] = 600.0
+    assert best(1000) == (True, False)  # 100 < 170
 
 
 def test_cuda_graphs_are_timed_on_one_gpu_only_and_kept_on_resume(monkeypatch, tmp_path: Path) -> None:
@@ -111,17 +120,18 @@ def test_cuda_graphs_are_timed_on_one_gpu_only_and_kept_on_resume(monkeypatch, t
 
     def fake_compile(model, trial, shape, classes, fast, device, graphs=False):
         timed.append(graphs)
-        name = "graphs" if graphs else "compile"
-        trial.seconds |= {name: 0.002 if graphs else 0.008, f"{name}_warmup": 40.0 if graphs else 20.0}
+        name = autotune.compiled_name(fast, graphs)
+        trial.seconds |= {name: 0.002 if graphs else 0.008, f"{name} warmup": 40.0 if graphs else 20.0}
 
     monkeypatch.setattr(autotune, "time_compile", fake_compile)
     model = create_model("resnet20", num_classes=10)
     eager = {"fp32/nchw": 0.02, "fp32/nhwc": 0.02, "bf16/nchw": 0.01, "bf16/nhwc": 0.012}
 
-    def tune(world: int = 1, **settings):
+    def tune(world: int = 1, cached: dict | None = None, **settings):
         cfg = TrainConfig(**settings)
         key = autotune._key(cfg, (3, 32, 32), 128, cuda)  # the eager trial as a cache entry: no GPU here
-        (tmp_path / autotune.CACHE_FILE).write_text(json.dumps({key: {"batch": 64, "seconds": eager}}))
+        entry = {"batch": 64, "seconds": eager | (cached or {})}
+        (tmp_path / autotune.CACHE_FILE).write_text(json.dumps({key: entry}))
         timed.clear()
         return autotune.tune(cfg, model, (3, 32, 32), 10, 128, 64000, cuda, world)[0]
 
@@ -130,6 +140,11 @@ def test_cuda_graphs_are_timed_on_one_gpu_only_and_kept_on_resume(monkeypatch, t
     assert tune(world=2) == autotune.FastPath("bf16", False, True, False) and timed == [False]
     assert tune(cuda_graphs=False).graphs is False and timed == [False]
     assert tune(cuda_graphs=True, compile=None) == autotune.FastPath("bf16", False, True, True)
+    # cached from a one-GPU run: graphs that pay, compile alone that does not; under torchrun neither
+    cached = {"compile bf16/nchw": 0.00999, "compile bf16/nchw warmup": 20.0,
+              "graphs bf16/nchw": 0.002, "graphs bf16/nchw warmup": 40.0}  # fmt: skip
+    assert tune(world=2, cached=cached) == autotune.FastPath("bf16", False, False, False) and timed == []
+    assert tune(cached=cached) == autotune.FastPath("bf16", False, True, True) and timed == []
     saved = {"precision": "bf16", "channels_last": True, "compile": True, "cuda_graphs": True}
     ctx = distributed.Context(device=cuda)
 
@@ -140,6 +155,26 @@ def test_cuda_graphs_are_timed_on_one_gpu_only_and_kept_on_resume(monkeypatch, t
 
     assert resumed() == autotune.FastPath("bf16", True, True, True)  # a resumed run keeps its choice
     assert resumed(compile=False) == autotune.FastPath("bf16", True, False, False)
+    ctx = distributed.Context(device=CPU)  # resumed on a CPU: compiled, without graphs
+    assert resumed() == autotune.FastPath("bf16", True, True, False)
+    ctx = distributed.Context(world=2, device=cuda)  # auto's graphs resumed under torchrun: none
+    assert resumed() == autotune.FastPath("bf16", True, True, False)
+    assert resumed(cuda_graphs=True) == autotune.FastPath("bf16", True, True, True)  # asked for: kept
+
+
+def test_a_resume_may_turn_compile_off_or_cuda_graphs_on(tmp_path: Path) -> None:
+    from resnets.training.resume import resume_config
+
+    def saved_then_resumed(saved: dict, given: dict) -> TrainConfig:
+        (tmp_path / "config.json").write_text(TrainConfig(out=str(tmp_path), **saved).to_json())
+        return resume_config({"out": str(tmp_path), **given})
+
+    off = saved_then_resumed({"cuda_graphs": True}, {"compile": False})
+    assert (off.compile, off.cuda_graphs) == (False, None)
+    on = saved_then_resumed({"compile": False}, {"cuda_graphs": True})
+    assert (on.compile, on.cuda_graphs) == (None, True)
+    with pytest.raises(ResnetsError, match="cannot go with --no-compile"):
+        saved_then_resumed({}, {"compile": False, "cuda_graphs": True})
 
 
 def test_cuda_graphs_without_a_gpu_or_without_compile_are_refused(tmp_path: Path) -> None:
@@ -164,7 +199,9 @@ def test_compile_is_chosen_where_its_measured_saving_repays_its_warm_up(monkeypa
         return autotune.tune(TrainConfig(**settings), model, (3, 32, 32), 10, 64, steps, CPU)
 
     short = tune(100)  # 50 s of eager training: a compile could not pay, so it is not even tried
-    assert short[0].compile is False and "compile" not in short[1]["trial"]["seconds_per_step"]
+    assert short[0].compile is False and not any(
+        k.startswith("compile") for k in short[1]["trial"]["seconds_per_step"]
+    )
     assert tune(1000)[0].compile is False  # tried: saves 0.05 s x 1000 = 50 s < 60 s of warm-up
     assert tune(2000)[0].compile is True  # saves 100 s > 60 s
     assert tune(2000, compile=False)[0].compile is False and tune(10, compile=True)[0].compile is True

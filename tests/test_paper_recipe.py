@@ -256,7 +256,8 @@ def test_a_tiny_paper_study_records_the_recipe_in_each_run_and_its_status(tmp_pa
     from resnets.report.study_status import write_status
 
     study = StudyConfig.from_recipe("paper-cifar", dataset="digits", models=["resnet20"], seeds=1,
-                                    iterations=2, precision="fp32", out=str(tmp_path / "study"))  # fmt: skip
+                                    iterations=2, precision="fp32", device="cpu",
+                                    out=str(tmp_path / "study"))  # fmt: skip
     (result,) = run_study(study, progress=False, log=lambda s: None)
     saved = json.loads((tmp_path / "study" / "resnet20-seed0" / "config.json").read_text())
     assert (saved["recipe"], saved["bn_group"], saved["momentum"], saved["iterations"]) == (

@@ -34,7 +34,7 @@ PAPER_DIFFERENCES = (
     "fixed, where the paper's ran until the training error fell below 80 %; He initialisation is by "
     "fan-out (as torchvision's; the paper's reference allows fan-in or fan-out); a run may train in bf16 "
     "autocast (fp32 weights and optimiser) where that measured faster on its machine — each run's "
-    'precision is in its config.json (the status page\'s "trained on").'
+    'precision is in its config.json (the status page\'s "started on").'
 )
 TABLE6_TITLE = "He et al. 2015, Table 6, beside ours (CIFAR-10 test error)"
 TABLE6_NOTE = (

@@ -63,12 +63,12 @@ class RunStatus:
     trained_on: str | None = None  # the machine it started on, its precision, compiled or eager
 
     def speed_cell(self) -> str:
-        """Training images per second over the run so far (its latest metrics row), or a dash."""
+        """Training images per second between its last two evaluations (the latest metrics row), or a dash."""
         rate = self.rows[-1].get("images_per_s") if self.rows else None
         return f"{rate:,.0f}" if isinstance(rate, int | float) and math.isfinite(rate) else "—"
 
     def trained_on_cell(self) -> str:
-        """Where and how the run trains, or a dash before it starts."""
+        """Where and how the run started (a resume keeps precision and compile), or a dash before then."""
         return self.trained_on or "—"
 
     def state_cell(self) -> str:
@@ -232,7 +232,7 @@ def status_markdown(cfg: StudyConfig, statuses: list[RunStatus], figure: Path | 
          s.speed_cell(), s.trained_on_cell()]
         for s in statuses
     ]  # fmt: skip
-    header = ["model", "seed", "state", "test error", "device time", "img/s", "trained on"]
+    header = ["model", "seed", "state", "test error", "device time", "img/s", "started on"]
     md += ["## Runs", "", *markdown_table(header, rows), ""]
     md += [
         "Test error: a finished run's final weights on the whole test set; a run in training, its latest "

@@ -62,7 +62,8 @@ class Trial:
     """Seconds per step of each candidate at one trial batch."""
 
     batch: int
-    seconds: dict[str, float]  # "fp32/nchw" -> s per step; "compile", "graphs" and their "_warmup" when tried
+    # "fp32/nchw" -> s per step; "compile bf16/nhwc", "graphs bf16/nhwc" and their " warmup" when tried
+    seconds: dict[str, float]
 
     def best(self, allowed: list[tuple[str, bool]]) -> tuple[str, bool]:
         """The fastest eager (precision, channels_last) among ``allowed``."""
@@ -130,32 +131,44 @@ def run_trial(model: nn.Module, cfg: TrainConfig, shape, classes: int, micro_bat
     return Trial(batch, seconds)
 
 
+def compiled_name(fast: FastPath, graphs: bool) -> str:
+    """The trial's name for the compiled step at ``fast``'s precision and layout ("compile bf16/nhwc")."""
+    return f"{'graphs' if graphs else 'compile'} {_name(fast.precision, fast.channels_last)}"
+
+
 def time_compile(
     model: nn.Module, trial: Trial, shape, classes: int, fast: FastPath, device, graphs: bool = False
 ) -> None:
-    """Add the compiled step's warm-up and steady time to ``trial`` (at the trial batch); with
-    ``graphs``, of the step compiled for CUDA graphs ("graphs", "graphs_warmup")."""
+    """Add the compiled step's warm-up and steady time to ``trial`` (at the trial batch, under
+    ``compiled_name``); with ``graphs``, of the step compiled for CUDA graphs."""
     fmt = torch.channels_last if fast.channels_last else torch.contiguous_format
     probe = copy.deepcopy(model).to(device).train().to(memory_format=fmt)
     g = torch.Generator().manual_seed(0)
     x = torch.randn(trial.batch, *shape, generator=g).to(device).contiguous(memory_format=fmt)
     y = torch.randint(0, classes, (trial.batch,), generator=g).to(device)
-    compiled = torch.compile(probe, mode="reduce-overhead" if graphs else None)
-    # CUDA graphs record on the second call and replay from the third: two more steps to reach them
-    steps = 5 if graphs else 3
-    warmup, step = step_seconds(compiled, x, y, fast.precision, device, steps=steps, graphs=graphs)
-    name = "graphs" if graphs else "compile"
-    trial.seconds[f"{name}_warmup"], trial.seconds[name] = warmup, step
+    compiled = torch.compile(probe, mode="reduce-overhead" if graphs else None, dynamic=False)
+    # CUDA graphs record on the second call and replay from the third: the warm-up is both first calls
+    first, second = step_seconds(compiled, x, y, fast.precision, device, steps=int(graphs), graphs=graphs)
+    _, step = step_seconds(compiled, x, y, fast.precision, device, steps=3, graphs=graphs)
+    name = compiled_name(fast, graphs)
+    trial.seconds[f"{name} warmup"], trial.seconds[name] = first + second if graphs else first, step
+    # The trial's compiled code and graphs must not outlive it: dynamo keys what it learns (a batch
+    # size seen to change, say) by code object, so the run would otherwise compile another graph.
+    torch._dynamo.reset()
 
 
-def best_compile(trial: Trial, eager: float, steps_per_trial_step: float) -> tuple[bool, bool]:
-    """(compile, graphs): the measured option whose saving over the run most exceeds its warm-up, if any."""
+def best_compile(
+    trial: Trial, eager: float, steps_per_trial_step: float, fast: FastPath, graphs_allowed: bool
+) -> tuple[bool, bool]:
+    """(compile, graphs): of the options measured at ``fast``'s precision and layout (graphs only where
+    allowed), the one whose saving over the run most exceeds its warm-up; (False, False) if none."""
     best, choice = 0.0, (False, False)
-    for name, option in (("compile", (True, False)), ("graphs", (True, True))):
+    for graphs in (False, True) if graphs_allowed else (False,):
+        name = compiled_name(fast, graphs)
         if name in trial.seconds:
-            net = (eager - trial.seconds[name]) * steps_per_trial_step - trial.seconds[f"{name}_warmup"]
+            net = (eager - trial.seconds[name]) * steps_per_trial_step - trial.seconds[f"{name} warmup"]
             if net > best:
-                best, choice = net, option
+                best, choice = net, (True, graphs)
     return choice
 
 
@@ -216,11 +229,11 @@ def tune(
     run_seconds = eager * micro_batch / trial.batch * steps  # the whole run, eager, estimated
     if compile_auto and run_seconds >= COMPILE_TRIAL_MIN_SECONDS:
         for graphs in (False, True) if graphs_auto else (False,):
-            if ("graphs" if graphs else "compile") not in trial.seconds:
+            if compiled_name(fast, graphs) not in trial.seconds:
                 time_compile(model, trial, shape, classes, fast, device, graphs)
                 fresh = True
-        compiled, graphs = best_compile(trial, eager, micro_batch / trial.batch * steps)
-        fast = FastPath(precision, channels_last, compiled, graphs and graphs_auto)
+        compiled, graphs = best_compile(trial, eager, micro_batch / trial.batch * steps, fast, graphs_auto)
+        fast = FastPath(precision, channels_last, compiled, graphs)
     if fresh:
         _save_cache(key, trial)
     figures = {k: round(v, 5) for k, v in trial.seconds.items()}
@@ -265,6 +278,8 @@ def choose_fast_path(
     if saved is not None and "precision" in saved:
         layout = saved.get("channels_last", cfg.channels_last is not False)
         graphs = cfg.cuda_graphs if cfg.cuda_graphs is not None else bool(saved.get("cuda_graphs"))
+        # resumed on a CPU, or auto's choice resumed under torchrun: no graphs (auto never picks them there)
+        graphs = graphs and ctx.device.type == "cuda" and (ctx.world == 1 or cfg.cuda_graphs is True)
         compile_ = cfg.compile if cfg.compile is not None else bool(saved.get("compile")) or graphs
         fast = FastPath(saved["precision"], layout, compile_, graphs and compile_)
         return fast, saved.get("fast_path", {"trial": None})

@@ -81,8 +81,9 @@ def fit_in_memory(
     if model.checkpoint_segments and fast.compile:
         # torch.compile cannot trace the checkpoint's recompute context (which keeps BN
         # statistics from being updated twice): a checkpointed run trains eagerly.
-        if cfg.compile:
-            raise ResnetsError("--compile cannot be combined with activation checkpointing; use --no-compile")
+        if cfg.compile or cfg.cuda_graphs:
+            flag = "--cuda-graphs" if cfg.cuda_graphs else "--compile"
+            raise ResnetsError(f"{flag} cannot be combined with activation checkpointing; leave it out")
         fast = dataclasses.replace(fast, compile=False, graphs=False)
     mapped = map_checkpointed_activations(model, shape, micro_batch, fast.precision, device)
     kept = device.type == "cpu" and mapped is None and not model.checkpoint_segments

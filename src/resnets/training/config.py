@@ -153,6 +153,8 @@ class TrainConfig:
                 raise ResnetsError(f"{name} must be true, false or null (auto), got {getattr(self, name)!r}")
         if self.cuda_graphs and self.compile is False:
             raise ResnetsError("--cuda-graphs replays the compiled step: it cannot go with --no-compile")
+        if self.cuda_graphs and self.grad_every:
+            raise ResnetsError("--cuda-graphs replays a fixed step: --grad-every's hooks need the eager one")
         self._validate_augmentation()
         if self.warmup_steps is not None and (not _is_int(self.warmup_steps) or self.warmup_steps < 0):
             raise ResnetsError(f"warmup_steps must be an integer >= 0, got {self.warmup_steps!r}")

@@ -70,6 +70,7 @@ def unfusable(cfgs: list[TrainConfig]) -> str | None:
         f"--opt {cfg.optimizer}": cfg.optimizer != "sgd", "--ema": bool(cfg.ema_decay),
         "--lookahead": cfg.lookahead, "--accumulate": cfg.accumulate > 1, "--sync-bn": cfg.sync_bn,
         "--bn-group": bool(cfg.bn_group), "--grad-every": bool(cfg.grad_every),
+        "--compile": bool(cfg.compile), "--cuda-graphs": bool(cfg.cuda_graphs),
         "fp16": cfg.precision == "fp16", "--mixup": bool(cfg.mixup), "--cutmix": bool(cfg.cutmix),
         "a streamed dataset": cfg.dataset_options.get("loader") == "stream",
         "torchrun": distributed.launched_by_torchrun(),
@@ -247,7 +248,7 @@ def _open(cfgs: list[TrainConfig], ctx: distributed.Context, resume: bool) -> li
     members = []
     for cfg, checkpoint in zip(cfgs, checkpoints, strict=True):
         saved = read_resolved(Path(cfg.out)) if checkpoint is not None else None
-        setup, model = decide(cfg, ctx, saved)
+        setup, model = decide(cfg, ctx, saved, eager=True)
         # Checked on the first member's net and loader before any folder is written.
         why = _model_unfusable(model) or (None if isinstance(setup.loaders.train, TensorLoader)
                                           else "a streamed dataset is not fused")  # fmt: skip

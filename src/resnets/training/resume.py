@@ -44,6 +44,10 @@ def resume_config(given: dict[str, Any]) -> TrainConfig | None:
             setattr(saved, key, value)
             if key in ("epochs", "iterations"):  # a new length replaces the old one
                 setattr(saved, "iterations" if key == "epochs" else "epochs", None)
+            if key == "compile" and value is False and "cuda_graphs" not in given:
+                saved.cuda_graphs = None  # no compile, so no graphs of it either
+            if key == "cuda_graphs" and value and "compile" not in given and saved.compile is False:
+                saved.compile = None  # graphs asked for: they compile
         elif key != "out" and value != getattr(saved, key):
             raise ResnetsError(
                 f"--{key.replace('_', '-')} {value} differs from the run's {getattr(saved, key)!r}; "

@@ -7,6 +7,7 @@ other, in the order that keeps the random stream of a fresh run as it always was
 
 from __future__ import annotations
 
+import dataclasses
 import sys
 from dataclasses import dataclass
 from pathlib import Path
@@ -75,9 +76,10 @@ def plan_run(cfg: TrainConfig, steps_per_epoch: int) -> Plan:
 
 
 def decide(
-    cfg: TrainConfig, ctx: distributed.Context, saved: dict[str, Any] | None
+    cfg: TrainConfig, ctx: distributed.Context, saved: dict[str, Any] | None, eager: bool = False
 ) -> tuple[Setup, nn.Module]:
-    """Load the data, build the seeded model and settle every decision; ``saved``: a resumed run's record."""
+    """Load the data, build the seeded model and settle every decision; ``saved``: a resumed run's record,
+    ``eager``: the step is not compiled (fused members train through their own vmapped step)."""
     data = load_dataset(cfg.dataset, cfg.data_dir, **cfg.dataset_options)
     data, normalisation_from, said = normalisation(cfg, data, saved)
     if said and ctx.main:
@@ -94,11 +96,12 @@ def decide(
     micro_batch, shape = cfg.batch_size // ctx.world // cfg.accumulate, tuple(data.image_shape)
     work = work_record(model, shape, sizes, saved)  # training FLOPs per image, on the meta device
     ckpt = choose_checkpointing_for(model, cfg, shape, micro_batch, ctx.device, ctx.main)
-    # A resumed run keeps the fast path it was measured for (the cache may have changed since).
     if cfg.cuda_graphs and ctx.device.type != "cuda":
         raise ResnetsError(f"--cuda-graphs needs a CUDA device; this run is on {ctx.device.type}")
+    # A resumed run keeps the fast path it was measured for (the cache may have changed since).
+    tuned = dataclasses.replace(cfg, compile=False, cuda_graphs=False) if eager else cfg
     fast, tuning = choose_fast_path(
-        cfg, model, shape, data.num_classes, micro_batch, plan.total * cfg.accumulate, ctx, saved
+        tuned, model, shape, data.num_classes, micro_batch, plan.total * cfg.accumulate, ctx, saved
     )
     memory, fast = fit_in_memory(model, cfg, ckpt, shape, micro_batch, fast, ctx.device)
     for loader in loaders.all():

@@ -63,6 +63,7 @@ def forward_backward(
 def compile_forward(forward: nn.Module, graphs: bool = False) -> nn.Module:
     """torch.compile (replayed as CUDA graphs where ``graphs``), with a one-line error where it cannot run."""
     try:
-        return torch.compile(forward, mode="reduce-overhead" if graphs else None)
+        # dynamic=False: training batches keep one shape (the last partial batch is dropped)
+        return torch.compile(forward, mode="reduce-overhead" if graphs else None, dynamic=False)
     except RuntimeError as e:
         raise ResnetsError(f"torch.compile is not available here ({e}); run with --no-compile") from None
