@@ -359,3 +359,14 @@ def test_inference_precision_is_measured_for_the_served_shape(tmp_path: Path, mo
     assert "inference" in key and "[3, 32, 32]" in key and set(entry["seconds"]) == {"fp32", "bf16"}
     assert fast.precision == min(entry["seconds"], key=entry["seconds"].get)
     assert prepare_inference(model, precision="fp32", input_shape=(3, 32, 32)).precision == "fp32"
+
+
+def test_a_run_records_the_machine_it_started_on_and_a_resume_keeps_it() -> None:
+    from resnets.training.setup import started_on
+
+    here = autotune.device_name(CPU)
+    assert started_on(None, CPU) == here and "family" in here  # a fresh run: this machine, named
+    assert started_on({"machine": "NVIDIA H200"}, CPU) == "NVIDIA H200"  # resumed elsewhere: its first
+    old = {"fast_path": {"key": "AMD EPYC (family 25, model 1) | torch 2.13.0+cpu | threads 2"}}
+    assert started_on(old, CPU) == "AMD EPYC (family 25, model 1)"  # recorded before "machine" was
+    assert started_on({"fast_path": {"trial": None}}, CPU) == here  # nothing recorded: this one
