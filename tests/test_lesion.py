@@ -48,7 +48,8 @@ def trained_pair(tmp_path_factory: pytest.TempPathFactory):
     out = tmp_path_factory.mktemp("lesion")
     for model in ("resnet20", "plain20"):
         args = ["--model", model, "--dataset", "digits", "--epochs", "6", "--batch-size", "64",
-                "--schedule", "onecycle", "--lr", "0.05", "--quiet", "--out", str(out / model)]  # fmt: skip
+                "--schedule", "onecycle", "--lr", "0.05", "--quiet", "--out", str(out / model),
+                "--precision", "fp32", "--no-channels-last", "--no-compile"]  # fmt: skip
         proc = run_cli("train", *args)
         assert proc.returncode == 0, proc.stderr
     return out

@@ -23,11 +23,13 @@ from resnets.training.schedules import default_warmup
 from resnets.training.step import forward_backward
 
 FAST = ["--dataset", "digits", "--batch-size", "32", "--quiet"]
+PINNED = {"precision": "fp32", "channels_last": False, "compile": False}
 
 
 @pytest.mark.slow
 def test_resnet20_learns_digits(tmp_path: Path) -> None:
-    cfg = TrainConfig(model="resnet20", dataset="digits", epochs=15, out=str(tmp_path / "run"))
+    # precision, layout and compile fixed: an accuracy bound must not follow this machine's speed
+    cfg = TrainConfig(model="resnet20", dataset="digits", epochs=15, out=str(tmp_path / "run"), **PINNED)
     result = train(cfg, progress=False)
     assert result.metrics["test_error"] <= 0.02  # the target for the built-in digits
     lines = [json.loads(x) for x in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
@@ -220,7 +222,7 @@ def test_missing_or_corrupt_files_are_one_line_errors(tmp_path: Path) -> None:
 def test_cifar10_short_real_training_beats_chance(shared_data: Path, tmp_path: Path) -> None:
     cfg = TrainConfig(
         model="resnet20", dataset="cifar10", data_dir=str(shared_data), epochs=2, train_subset=10_000,
-        schedule="onecycle", lr=0.1, out=str(tmp_path / "run"), final_eval_only=True,
+        schedule="onecycle", lr=0.1, out=str(tmp_path / "run"), final_eval_only=True, **PINNED,
     )  # fmt: skip
     result = train(cfg, progress=False)  # evaluated once, at the end: the 10,000 test images cost seconds
     assert result.metrics["test_error"] < 0.70  # chance is 0.90; measured 0.58 (one thread)
