@@ -7,6 +7,7 @@
 #   here, once:  bash scripts/gpu_stage_cifar.sh pack && cp -r ../shared/peers/airbench .gpu/airbench
 #   calls 1 to 3 as in scripts/gpu_paper_cifar.sh (unpack .gpu/cifar-N into /tmp/cifar10), then call 4,
 #   carrying [".gpu/airbench"]:  bash scripts/gpu_airbench.sh $OUT [RUNS]       (RUNS: 3 of each)
+#   (limits: airbench 150 s, each fast94 run 120 s: 510 s at RUNS=3, inside one call's 600)
 #
 # airbench94: one warm-up run on random labels (its own), then RUNS timed runs; its table's
 # total_time_seconds is its training and test-time-augmented evaluation, timed with CUDA events.
@@ -18,7 +19,11 @@ runs=${2:-3}
 data=${DATA_DIR:-/tmp/cifar10}
 peer=${PEER:-.gpu/airbench}
 mkdir -p "$out"
-export PYTHONPATH=$PWD/src PYTHONUNBUFFERED=1
+export PYTHONPATH=$PWD/src${PYTHONPATH:+:$PYTHONPATH} PYTHONUNBUFFERED=1 RESNETS_OFFLINE=1
+if [ "$(ls "$data/cifar-10-batches-py" 2> /dev/null | wc -l)" -ne 7 ]; then
+  echo "gpu_airbench.sh: $data/cifar-10-batches-py is not complete: redo the unpack calls" >&2
+  exit 3
+fi
 nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv | tee "$out/gpu.txt"
 python3 -c "import torch, torchvision; print('torch', torch.__version__, 'torchvision', torchvision.__version__)" \
     | tee -a "$out/gpu.txt"
@@ -37,7 +42,8 @@ for split, name in ((data.train, "train"), (data.test, "test")):
     torch.save({"images": images, "labels": split.labels.long(), "classes": list(data.classes)},
                f"{sys.argv[2]}/{name}.pt")
 EOF
-(cd "$scratch" && timeout 240 python3 - "$runs" << 'EOF'
+[ -f "$scratch/cifar10/train.pt" ] && [ -f "$scratch/cifar10/test.pt" ] || exit 3
+(cd "$scratch" && timeout 150 python3 - "$runs" << 'EOF'
 import sys, torch
 import airbench94 as ab
 ab.print_columns(ab.logging_columns_list, is_head=True)
@@ -48,8 +54,9 @@ EOF
 ) 2>&1 | tee "$out/airbench94.txt"
 
 for ((seed = 0; seed < runs; seed++)); do
+  rm -rf "/tmp/fast94-s$seed"  # a warm machine may hold an earlier call's run
   start=$(date +%s.%N)
-  timeout 240 python3 -m resnets train --recipe fast94 --device cuda --data-dir "$data" --seed "$seed" \
+  timeout 120 python3 -m resnets train --recipe fast94 --device cuda --data-dir "$data" --seed "$seed" \
       --out "/tmp/fast94-s$seed" --quiet 2>&1 | tee -a "$out/fast94.txt"
   end=$(date +%s.%N)
   python3 - "/tmp/fast94-s$seed" "$start" "$end" << 'EOF' | tee -a "$out/fast94.txt"

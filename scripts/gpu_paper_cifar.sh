@@ -17,11 +17,13 @@
 #   calls 1 to 3:  carry [".gpu/cifar-N"], command: bash scripts/gpu_stage_cifar.sh unpack .gpu/cifar-N
 #   call 4, each within 30 s of the last (the machine keeps /tmp only while warm), carrying
 #   [".gpu/paper-state.tgz"] where an earlier GPU run left one (finished runs' weights: ~32 MB a seed):
-#     DATA_DIR=/tmp/cifar10 STATE=.gpu/paper-state.tgz PACK=$OUT/paper-state.tgz SPLIT=15M \
-#     bash scripts/gpu_paper_cifar.sh 480 /tmp/paper-cifar10
+#     DATA_DIR=/tmp/cifar10 STATE=.gpu/paper-state.tgz PACK=$OUT/paper-state.tgz SPLIT=15M SEEDS=1 \
+#     bash scripts/gpu_paper_cifar.sh 450 /tmp/paper-cifar10          (the call's timeout_s: 570)
+#   SEEDS=1 until seed 0's table is done: its finished weights (~32 MB) travel in the state, and a second
+#   seed's would not fit in one call beside the tree.
 #   then join the returned pieces here (cat paper-state.tgz.part-* > .gpu/paper-state.tgz: the device
-#   tool returns files of at most 16 MiB) for the next GPU run, and unpack it into runs/ to write the
-#   status page here.
+#   tool returns files of at most 16 MiB) for the next GPU run, and unpack it apart from the CPU's study
+#   (mkdir -p runs/gpu && tar xzf .gpu/paper-state.tgz -C runs/gpu) to write its status page here.
 #
 # Environment (all optional):
 #   DATA_DIR=../shared/data  SEEDS=2  DEPTHS="20 56 32 44 110"  PLAIN_LAST="110"
@@ -51,14 +53,20 @@ extra=()
 if [ -n "${ITERATIONS:-}${EXTRA_ARGS:-}" ]; then page=${PAGE:-$out/status.md}; else page=${PAGE:-docs/paper-cifar10/report.md}; fi
 py=${PYTHON:-}
 [ -z "$py" ] && { [ -x .venv/bin/python ] && py=.venv/bin/python || py=python3; }
-export PYTHONPATH=$PWD/src${PYTHONPATH:+:$PYTHONPATH} PYTHONUNBUFFERED=1
-if [ -n "${STATE:-}" ] && [ -f "$STATE" ]; then
+export PYTHONPATH=$PWD/src${PYTHONPATH:+:$PYTHONPATH} PYTHONUNBUFFERED=1 RESNETS_OFFLINE=1
+if [ -n "${STATE:-}" ] && [ -f "$STATE" ] && [ -e "$out" ]; then
+  echo "$out exists (a warm machine's earlier call): continuing from it, not from $STATE"
+elif [ -n "${STATE:-}" ] && [ -f "$STATE" ]; then
   top=$(tar tzf "$STATE" | head -n 1 | cut -d/ -f1)
   if [ "$top" != "$(basename "$out")" ]; then
     echo "gpu_paper_cifar.sh: $STATE holds $top/, not $(basename "$out")/: give OUT that name" >&2
     exit 2
   fi
   mkdir -p "$(dirname "$out")" && tar xzf "$STATE" -C "$(dirname "$out")" && echo "continuing from $STATE"
+fi
+if [ -z "${ITERATIONS:-}${EXTRA_ARGS:-}" ] && [ "$(ls "$data/cifar-10-batches-py" 2> /dev/null | wc -l)" -lt 7 ]; then
+  echo "gpu_paper_cifar.sh: $data/cifar-10-batches-py is not complete (on a GPU: redo the unpack calls)" >&2
+  exit 3
 fi
 command -v nvidia-smi > /dev/null && nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv
 

@@ -10,7 +10,7 @@
 set -u
 out=${1:-gpu-remedies}
 mkdir -p "$out"
-export PYTHONPATH=$PWD/src PYTHONUNBUFFERED=1
+export PYTHONPATH=$PWD/src${PYTHONPATH:+:$PYTHONPATH} PYTHONUNBUFFERED=1 RESNETS_OFFLINE=1
 tar xzf .gpu/cifar10k.tgz -C /tmp
 [ -f .gpu/remedies-state.tgz ] && tar xzf .gpu/remedies-state.tgz -C /tmp
 nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv | tee "$out/gpu.txt"
@@ -22,4 +22,11 @@ timeout "${LIMIT:-520}" python3 -m resnets remedies --dataset imagefolder --data
 echo "wall $(($(date +%s) - start)) s" | tee -a "$out/log.txt"
 # A run cut off mid-way travels without its checkpoint, so it starts again next time: drop it whole.
 for run in /tmp/remedies/*/*/; do [ -f "$run/member.json" ] || rm -rf "$run"; done
-tar czf "$out/remedies.tgz" --exclude='*.safetensors' --exclude='checkpoint*' --exclude='*.lock' -C /tmp remedies
+# A finished member's weights stay behind once its arm's errors.json holds what they measured; before
+# that (the arm's other seeds still training) the next run needs them to measure it.
+skip=(--exclude='checkpoint*' --exclude='*.lock')
+for run in /tmp/remedies/*/*/; do
+  [ -f "$run/errors.json" ] && skip+=("--exclude=${run#/tmp/}model.safetensors")
+done
+tar czf "$out/remedies.tgz" "${skip[@]}" -C /tmp remedies
+ls -l "$out/remedies.tgz"
