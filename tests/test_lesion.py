@@ -10,7 +10,7 @@ from conftest import assert_clean_error, run_cli
 
 from resnets import create_model
 from resnets.data import TensorLoader, load_dataset
-from resnets.experiments.lesion import deleted, lesion
+from resnets.experiments.lesion import deleted, lesion, lesion_verdict, study_lesions
 
 
 def test_deleting_a_block_whose_branch_is_zero_changes_nothing() -> None:
@@ -38,7 +38,8 @@ def test_plain_blocks_that_change_shape_cannot_be_deleted() -> None:
     plain = create_model("plain20", num_classes=10, in_channels=1)
     result = lesion("plain20", plain, False, loader, draws=2, max_k=3)
     assert [i for i, e in enumerate(result.single) if e is None] == [3, 6]  # layer2.0, layer3.0
-    assert [d["k"] for d in result.random_k] == [1, 2, 3]
+    assert [d["k"] for d in result.random_k] == [1, 2, 3] and result.draws == 2
+    assert all(d["max"] >= d["mean"] and d["sd"] >= 0 for d in result.random_k)
     res = lesion("resnet20", create_model("resnet20", num_classes=10, in_channels=1), True, loader, draws=1)
     assert None not in res.single and len(res.random_k) == 9
 
@@ -80,3 +81,16 @@ def test_a_trained_residual_net_survives_a_deleted_block_and_its_plain_twin_does
 def test_lesion_errors_are_one_line(tmp_path) -> None:
     assert_clean_error(run_cli("lesion", "--run", str(tmp_path / "none")), "does not exist")
     assert_clean_error(run_cli("lesion", "--run", str(tmp_path), "--draws", "0"), "--draws")
+
+
+@pytest.mark.slow
+def test_cached_lesions_are_measured_again_when_the_draws_change(trained_pair, tmp_path) -> None:
+    runs = [trained_pair / "resnet20"]
+    first = study_lesions(tmp_path, runs, draws=2, max_k=2)
+    stamp = (tmp_path / "lesion.json").stat().st_mtime_ns
+    assert study_lesions(tmp_path, runs, draws=2, max_k=2) == first  # the cache answers
+    assert (tmp_path / "lesion.json").stat().st_mtime_ns == stamp
+    again = study_lesions(tmp_path, runs, draws=3, max_k=2)
+    assert again[0].draws == 3 and json.loads((tmp_path / "lesion.json").read_text())[0]["draws"] == 3
+    # The verdict says how many draws each k had, so a reader can weigh the curve.
+    assert any("3 draws per k" in line for line in lesion_verdict(again))

@@ -24,8 +24,9 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
                    help="the learning-rate grid each arm is tuned on (default "
                    f"{' '.join(f'{lr:g}' for lr in default['lrs'])})")  # fmt: skip
     p.add_argument("--search", choices=SEARCHES, default=field_default(RemediesConfig, "search"),
-                   help="halving (default): successive halving of the grid at seed 0; first-seed: the whole "
-                   "grid at seed 0")  # fmt: skip
+                   help="first-seed (default): the whole grid at seed 0; halving: successive halving of the "
+                   "grid at seed 0 (cheaper on a wide grid, but its early rungs fall in the one-cycle "
+                   "warm-up, where a rate that later diverges can look best)")  # fmt: skip
     p.add_argument("--val-split", type=int,
                    help="training images held out to choose each arm's learning rate on (default: 5000 on "
                    "CIFAR, a fifth of the training set else)")  # fmt: skip

@@ -197,4 +197,4 @@ def deepest_lesions(cfg: StudyConfig, results: list[ModelResult], log: Log = say
     log(f"lesion study of {', '.join(p.name for p in runs)}: deleting blocks one at a time")
     device = resolve_device(cfg.device)
     precision = resolve_precision(cfg.precision, device)
-    return study_lesions(Path(cfg.out), runs, device=device, precision=precision, draws=3, max_k=10)
+    return study_lesions(Path(cfg.out), runs, device=device, precision=precision, draws=10, max_k=10)

@@ -10,6 +10,7 @@ shallower paths and barely notices one missing block; a plain net does not survi
 from __future__ import annotations
 
 import contextlib
+import itertools
 import json
 import random
 import statistics
@@ -37,7 +38,8 @@ class LesionResult:
     residual: bool
     baseline_error: float
     single: list[float | None]  # error with block i deleted; None where it cannot be deleted
-    random_k: list[dict[str, float]] = field(default_factory=list)  # k, mean and max error of draws
+    random_k: list[dict[str, float]] = field(default_factory=list)  # k, mean, sd and max error of draws
+    draws: int = 0  # random sets drawn per k (0: a file from before this was recorded)
 
     def to_dict(self) -> dict[str, Any]:
         """The JSON form (lesion.json)."""
@@ -93,8 +95,9 @@ def lesion(
         for _ in range(draws):
             with deleted(blocks, rng.sample(candidates, k)):
                 errors.append(evaluate(model, loader, precision)[1])
-        random_k.append({"k": k, "mean": statistics.fmean(errors), "max": max(errors)})
-    return LesionResult(name, residual, base, single, random_k)
+        sd = statistics.stdev(errors) if len(errors) > 1 else 0.0
+        random_k.append({"k": k, "mean": statistics.fmean(errors), "sd": sd, "max": max(errors)})
+    return LesionResult(name, residual, base, single, random_k, draws)
 
 
 def lesion_verdict(lesions: Sequence[LesionResult]) -> list[str]:
@@ -110,7 +113,18 @@ def lesion_verdict(lesions: Sequence[LesionResult]) -> list[str]:
             f"error intact; one block deleted: median {100 * typical:.2f}%, worst {100 * worst:.2f}% "
             f"over {len(errs)} deletable blocks."
         )
+        if r.random_k and r.draws:
+            first, last = r.random_k[0], r.random_k[-1]
+            lines.append(
+                f"**{r.model}**, k random blocks deleted ({r.draws} draws per k): mean "
+                f"{100 * first['mean']:.2f}% at k = {first['k']:g} to {100 * last['mean']:.2f}% at k = "
+                f"{last['k']:g}; the mean rises at {_rises(r.random_k)} of {len(r.random_k) - 1} steps of k."
+            )
     return lines
+
+
+def _rises(random_k: Sequence[dict[str, float]]) -> int:
+    return sum(b["mean"] > a["mean"] for a, b in itertools.pairwise(random_k))
 
 
 def lesion_run(
@@ -130,13 +144,13 @@ def lesion_run(
 
 
 def study_lesions(out: Path, runs: Sequence[Path], **options: Any) -> list[LesionResult]:
-    """Lesion results of a study's runs, cached in ``out/lesion.json`` (recomputed if models differ)."""
+    """A study's lesion results, cached in ``out/lesion.json`` (measured again if models or draws differ)."""
     path = out / LESION_FILE
     names = [Path(r).name for r in runs]
     if path.exists():
         try:
             saved = [LesionResult(**d) for d in json.loads(path.read_text())]
-            if [s.model for s in saved] == names:
+            if [s.model for s in saved] == names and all(s.draws == options.get("draws", 10) for s in saved):
                 return saved
         except (ValueError, TypeError):
             pass  # damaged or from another version: measure again

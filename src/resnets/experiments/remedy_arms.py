@@ -108,7 +108,7 @@ ARMS: tuple[Arm, ...] = (
         "x + alpha relu(F(x)), alpha = 0, BatchNorm kept, no ReLU after the sum",
         "Bachlechner et al. 2020, their CIFAR ResNet code", options={"unit": "rezero"}),
     Arm("fixup", "no normalisation, with shortcuts", True,
-        "Fixup: no BN, rescaled init, scalar biases and multipliers at lr/10",
+        "Fixup: no BN, rescaled init, scalar biases and multipliers at lr/10 (decayed like the rest)",
         "Zhang et al. 2019", "no mixup, their script's default", options={"unit": "fixup"},
         training=FIXUP_TRAINING),
     Arm("skipinit", "no normalisation, with shortcuts", True, "SkipInit: no BN, branch scalar started at 0",

@@ -18,12 +18,16 @@ def lesion_figure(lesions: list[LesionResult], path: Path) -> Path:
         one.plot(xs, [100 * r.single[i - 1] for i in xs], marker=".", color=color, label=r.model, **style)
         one.axhline(100 * r.baseline_error, color=color, lw=0.8, alpha=0.6)
         ks = [d["k"] for d in r.random_k]
-        many.plot(ks, [100 * d["mean"] for d in r.random_k], marker=".", color=color, label=r.model, **style)
+        sds = [100 * d.get("sd", 0.0) for d in r.random_k]  # no sd in files from before it was kept
+        many.errorbar(ks, [100 * d["mean"] for d in r.random_k], yerr=sds, marker=".", capsize=2, color=color,
+                      label=r.model, **style)  # fmt: skip
     one.set_xlabel("deleted block (input → output)")
     one.set_ylabel("test error (%)")
     one.set_title("One block deleted (thin lines: nothing deleted)")
     many.set_xlabel("number of random blocks deleted")
-    many.set_title("k random blocks deleted (mean of draws)")
+    draws = max((r.draws for r in lesions), default=0)
+    many.set_title(f"k random blocks deleted (mean ± sd of {draws} draws)" if draws else
+                   "k random blocks deleted (mean of draws)")  # fmt: skip
     for ax in (one, many):
         ax.grid(alpha=0.3)
         ax.legend(fontsize=8)

@@ -5,8 +5,9 @@ one-sided for degradation (is the deep net worse?), two-sided against the plain 
 A seed that diverged counts at chance error: it did not train. Per arm, at the deepest depth D
 and the shallowest S:
 
-- degradation **removed**: the deep net is not significantly worse than the shallow one, *and* it
-  is significantly better than the plain net at D (so the test is not merely blind); **remains**:
+- degradation **not shown to remain**: the deep net is not significantly worse than the shallow one,
+  *and* it is significantly better than the plain net at D (so the test is not merely blind); it is
+  not an equivalence test, so it never says "removed"; **remains**:
   the deep net is significantly worse than the shallow one; else **not shown either way**;
 - against the plain net at D: **closes the gap** (significantly better, and not significantly worse
   than the residual net), **helps** (significantly better, the residual net still better),
@@ -36,7 +37,7 @@ class ArmVerdict:
     depth_effect: Comparison  # deep - shallow, one-sided (deep worse)
     vs_plain: Comparison  # arm - plain, at the deepest depth
     vs_resnet: Comparison  # arm - resnet, at the deepest depth
-    degradation: str  # removed, remains, not shown either way, untested (one depth)
+    degradation: str  # not shown to remain, remains, not shown either way, untested (one depth)
     against_plain: str  # closes the gap, helps, no different, hurts, never trains (or "reference")
 
 
@@ -70,7 +71,7 @@ def judge(study: Study) -> list[ArmVerdict]:
         elif arm == "plain":
             degradation = "not shown"
         else:
-            degradation = "removed" if better_than_plain else "not shown either way"
+            degradation = "not shown to remain" if better_than_plain else "not shown either way"
         if arm in ("plain", "resnet"):
             against = "reference"
         elif d and mean(d) >= chance - NEVER:
@@ -96,7 +97,7 @@ def _reference(v: ArmVerdict | None, name: str, deep: int, shallow: int) -> str 
     if not v.shallow:
         return f"**{name}{deep}** ends at {100 * mean(v.deep):.2f}% training error."
     said = {"remains": "deeper is worse: degradation shown",
-            "removed": "deeper not shown to be worse, and better than the plain net"}  # fmt: skip
+            "not shown to remain": "deeper not shown to be worse, and better than the plain net"}  # fmt: skip
     reading = said.get(v.degradation, "no difference shown at this level")
     return (
         f"**{name}{deep} against {name}{shallow}**: {100 * mean(v.deep):.2f}% vs "
@@ -117,8 +118,8 @@ def verdict(study: Study) -> list[str]:
         return lines
     if shallow != deep:
         for value, title in (
-            ("removed", f"Remove degradation at depth {deep}** (no worse than at {shallow}, and better than "
-                        f"plain{deep})"),
+            ("not shown to remain", f"No degradation shown at depth {deep}** (not significantly worse than "
+                                    f"at {shallow}, and better than plain{deep})"),
             ("remains", f"Degradation remains** (depth {deep} worse than {shallow})"),
             ("not shown either way", "Degradation neither shown nor ruled out** (no significant difference "
                                      f"from depth {shallow}, nor from plain{deep})"),
