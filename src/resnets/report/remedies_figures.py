@@ -69,6 +69,7 @@ def depth_figure(results: Sequence[ArmResult], path: Path) -> Path:
             "plain", "resnet") else {"lw": 1, "color": GROUP_COLORS.get(runs[0].group, "grey")}  # fmt: skip
         ax.errorbar(depths, ys, yerr=[low, high], marker="o", capsize=3, label=name, **style)
     ax.set_xscale("log")
+    ax.minorticks_off()  # a log axis labels its minor ticks (3x10^1) between two depths
     ax.set_xticks(depths, [str(d) for d in depths])
     ax.set_xlabel("depth")
     ax.set_ylabel("final training error (%)")
