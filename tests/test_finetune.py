@@ -187,10 +187,55 @@ def test_muon_steps_a_channels_last_filter_in_place_as_the_matrix_of_its_flatten
     assert plain.abs().max() > 0 and ((plain - last).norm() / plain.norm()).item() < 0.05
 
 
+@pytest.mark.parametrize("channels_last", [False, True])
+def test_muon_filter_norm_holds_each_filter_at_root_out_channels_in_place_of_decay(channels_last: bool) -> None:
+    torch.manual_seed(0)
+    model = create_model("resnet20", num_classes=10)
+    if channels_last:
+        model = model.to(memory_format=torch.channels_last)
+    cfg = TrainConfig(optimizer="muon", weight_decay=5e-4, muon_filter_norm=True)
+    optimizer = make_optimizer(model, cfg, CPU)
+    assert {g["weight_decay"] for g in optimizer.parts["muon"].param_groups} == {0.0}
+    assert {g["weight_decay"] for g in optimizer.parts["sgd"].param_groups} == {5e-4}  # the rest keep theirs
+    named = dict(model.named_parameters())
+    hidden = sorted(hidden_weights(model))
+    with torch.no_grad():  # He init leaves a filter's norm near sqrt(2 x in channels): move them off it
+        for n in hidden:
+            named[n].mul_(3.0)
+    for p in model.parameters():  # a zero gradient: Muon's update is zero, only the rescaling acts
+        p.grad = torch.zeros_like(p)
+    for group in optimizer.param_groups:
+        group["lr"] = 0.1 * group["lr_scale"]
+    optimizer.step()
+    for n in hidden:
+        assert named[n].detach().norm().item() == pytest.approx(named[n].shape[0] ** 0.5, rel=1e-5), n
+    assert named["conv1.weight"].detach().norm().item() != pytest.approx(4.0, rel=1e-3)  # SGD's: untouched
+
+
+def test_muon_makes_the_newton_schulz_iterations_it_is_given() -> None:
+    def one_step(steps: int) -> torch.Tensor:
+        torch.manual_seed(0)
+        model = create_model("resnet20", num_classes=10)
+        optimizer = make_optimizer(model, TrainConfig(optimizer="muon", muon_ns_steps=steps), CPU)
+        assert {g["ns_steps"] for g in optimizer.parts["muon"].param_groups} == {steps}
+        for group in optimizer.param_groups:
+            group["lr"] = 0.1 * group["lr_scale"]
+        F.cross_entropy(model(torch.randn(8, 3, 32, 32)), torch.randint(0, 10, (8,))).backward()
+        optimizer.step()
+        return model.layer2[1].conv1.weight.detach().clone()
+
+    assert not torch.allclose(one_step(3), one_step(5))
+    with pytest.raises(ResnetsError, match="muon-ns-steps must be a positive integer"):
+        TrainConfig(muon_ns_steps=0).validate()
+
+
 @pytest.mark.slow
-@pytest.mark.parametrize(("optimizer", "lr"), [("adamw", 1e-3), ("muon", 0.05)])
-def test_adamw_and_muon_train_and_resume_exactly(tmp_path: Path, optimizer: str, lr: float) -> None:
-    settings = {"optimizer": optimizer, "lr": lr, "weight_decay": 5e-4}
+@pytest.mark.parametrize(
+    ("optimizer", "lr", "extra"),
+    [("adamw", 1e-3, {}), ("muon", 0.05, {}), ("muon", 0.05, {"muon_filter_norm": True, "muon_ns_steps": 3})],
+)
+def test_adamw_and_muon_train_and_resume_exactly(tmp_path: Path, optimizer: str, lr: float, extra: dict) -> None:
+    settings = {"optimizer": optimizer, "lr": lr, "weight_decay": 5e-4, **extra}
     straight = train(_quick_config(tmp_path / "straight", **settings), progress=False)
     assert math.isfinite(straight.metrics["train_loss"]) and math.isfinite(straight.metrics["test_loss"])
     stopped = train(_quick_config(tmp_path / "stopped", **settings), progress=False, until=3)

@@ -94,6 +94,15 @@ def _optimiser_flags(p: argparse.ArgumentParser) -> None:
         "--muon-momentum", type=float, metavar="M",
         help="--opt muon: Muon's own (Nesterov) momentum" + _default("muon_momentum"),
     )  # fmt: skip
+    p.add_argument(
+        "--muon-ns-steps", type=int, metavar="K",
+        help="--opt muon: Newton-Schulz iterations per update" + _default("muon_ns_steps"),
+    )  # fmt: skip
+    p.add_argument(
+        "--muon-filter-norm", action=ONOFF,
+        help="--opt muon: rescale each filter to norm sqrt(out channels) before every step, instead of "
+        "weight decay on the filters (airbench94_muon)",
+    )  # fmt: skip
     p.add_argument("--weight-decay", type=float, help="L2 weight decay" + _default("weight_decay"))
     p.add_argument(
         "--no-decay-on-norm-and-bias", action="store_true", help="no weight decay on BN and biases"
@@ -111,7 +120,7 @@ def _optimiser_flags(p: argparse.ArgumentParser) -> None:
         help="learning-rate multiplier of parameters whose names match PATTERN (Fixup: '*.bias=0.1'; "
         "weight decay unscaled); repeatable",
     )  # fmt: skip
-    p.add_argument("--schedule", help="paper, cosine, onecycle, constant, imagenet (/10 at 1/3, 2/3)"
+    p.add_argument("--schedule", help="paper, cosine, onecycle, linear (to 0), constant, imagenet (/10 at 1/3, 2/3)"
                    + _default("schedule"))  # fmt: skip
     p.add_argument(
         "--warmup", type=int, dest="warmup_steps", help="warm-up steps (paper: 400 at lr/10 for depth >= 110)"

@@ -12,7 +12,7 @@ from typing import Any
 
 from ..errors import ResnetsError
 
-SCHEDULES = ("paper", "cosine", "onecycle", "constant", "imagenet")
+SCHEDULES = ("paper", "cosine", "onecycle", "linear", "constant", "imagenet")
 PRECISIONS = ("auto", "fp32", "bf16", "fp16")
 OPTIMIZERS = ("sgd", "adamw", "muon")
 LOGGERS = ("tensorboard", "mlflow")
@@ -47,6 +47,10 @@ class TrainConfig:
     # Muon's lr is this times lr: 0.02 at the default lr of 0.1, the lr Muon's README and torch's docs use.
     muon_lr_scale: float = 0.2
     muon_momentum: float = 0.95  # Muon's own momentum (torch's default; airbench94_muon: 0.6)
+    muon_ns_steps: int = 5  # Newton-Schulz iterations per update (torch's default; airbench94_muon: 3)
+    # Rescale each filter Muon updates to norm sqrt(out channels) before every step, in place of weight
+    # decay on those filters (airbench94_muon's way of holding their scale).
+    muon_filter_norm: bool = False
     # Learning-rate factors by position, multiplying each other and lr_scale_for's (training/optim.py):
     head_lr_scale: float = 1.0  # the classifier fc's
     layer_decay: float | None = None  # D per stage from the head inward, D ** (stages + 1) at the stem
@@ -144,7 +148,7 @@ class TrainConfig:
             raise ResnetsError(f"crop_padding must be an integer >= 0, got {self.crop_padding!r}")
         flags = ("alternate_flip", "lookahead", "eval_flip", "eval_translate", "final_eval_only", "nesterov",
                  "no_decay_on_norm_and_bias", "sync_bn", "freeze_backbone", "randaugment",
-                 "trivialaugment")  # fmt: skip
+                 "trivialaugment", "muon_filter_norm")  # fmt: skip
         for name in flags:
             if not isinstance(getattr(self, name), bool):
                 raise ResnetsError(f"{name} must be true or false, got {getattr(self, name)!r}")
@@ -191,6 +195,7 @@ class TrainConfig:
             _finite("betas", beta, low=0.0, high=1.0, high_open=True)
         _finite("muon_lr_scale", self.muon_lr_scale, low=0.0, low_open=True)
         _finite("muon_momentum", self.muon_momentum, low=0.0, high=1.0, high_open=True)
+        _positive_int("muon_ns_steps", self.muon_ns_steps)
         if self.optimizer == "muon" and self.precision == "fp16":
             # fp16's loss scaler unscales the gradients of the parameters the optimiser lists; Muon's
             # matrices get their filters' gradients only inside its step, after that (optim.py).

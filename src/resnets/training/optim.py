@@ -40,7 +40,9 @@ def make_optimizer(
     fused = True if device.type == "cuda" else None
     if cfg.optimizer == "muon":
         hidden = hidden_weights(model)
-        muon = [(params[n], d, s * cfg.muon_lr_scale) for n, (d, s) in settings.items() if n in hidden]
+        # Filters held at a fixed norm take no decay: the rescaling is what holds their scale.
+        muon = [(params[n], 0.0 if cfg.muon_filter_norm else d, s * cfg.muon_lr_scale)
+                for n, (d, s) in settings.items() if n in hidden]  # fmt: skip
         rest = [(params[n], d, s) for n, (d, s) in settings.items() if n not in hidden]
         return MuonWithSGD(_groups(muon), _groups(rest), cfg, fused)
     groups = _groups([(params[n], d, s) for n, (d, s) in settings.items()])
@@ -126,9 +128,11 @@ class MuonWithSGD:
     before each step. A channels-last filter is contiguous as (out, kh, kw, in): the same matrix with
     its columns in another order, which orthogonalisation does not see.
 
-    Muon keeps its own Nesterov momentum, ``muon_momentum`` (torch's default 0.95 unless set); its
-    lr is the run's lr times ``muon_lr_scale``. ``param_groups`` lists both optimisers' groups (the
-    trainer sets their lr); the state dict holds both, so a resumed run continues exactly.
+    Muon keeps its own Nesterov momentum, ``muon_momentum`` (torch's default 0.95 unless set), and
+    makes ``muon_ns_steps`` Newton-Schulz iterations; its lr is the run's lr times ``muon_lr_scale``.
+    With ``muon_filter_norm`` each of its matrices is rescaled to Frobenius norm sqrt(rows) before
+    every step, as airbench94_muon does to its filters. ``param_groups`` lists both optimisers' groups
+    (the trainer sets their lr); the state dict holds both, so a resumed run continues exactly.
     """
 
     def __init__(
@@ -144,7 +148,10 @@ class MuonWithSGD:
             group["params"] = [self._matrix(p) for p in group["params"]]
         self.parts: dict[str, torch.optim.Optimizer] = {}
         if muon_groups:
-            self.parts["muon"] = torch.optim.Muon(muon_groups, lr=cfg.lr, momentum=cfg.muon_momentum)
+            self.parts["muon"] = torch.optim.Muon(
+                muon_groups, lr=cfg.lr, momentum=cfg.muon_momentum, ns_steps=cfg.muon_ns_steps
+            )
+        self.filter_norm = cfg.muon_filter_norm
         if sgd_groups:
             self.parts["sgd"] = torch.optim.SGD(
                 sgd_groups, lr=cfg.lr, momentum=cfg.momentum, nesterov=cfg.nesterov, fused=fused
@@ -181,6 +188,10 @@ class MuonWithSGD:
         """Hand each filter's gradient to its matrix, then step both optimisers."""
         for p, matrix, channels_last in self.pairs:
             matrix.grad = None if p.grad is None else _as_matrix(p.grad, channels_last)
+        if self.filter_norm and "muon" in self.parts:
+            for group in self.parts["muon"].param_groups:
+                for matrix in group["params"]:
+                    matrix.mul_(matrix.shape[0] ** 0.5 / matrix.norm())
         for part in self.parts.values():
             part.step()
 

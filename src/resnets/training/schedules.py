@@ -36,6 +36,9 @@ def lr_at(step: int, total_steps: int, base_lr: float, schedule: str, warmup_ste
         if step >= 0.5 * total_steps:
             return base_lr / 10
         return base_lr
+    if schedule == "linear":  # straight down to zero after any warm-up (airbench94_muon: from the first step)
+        t = (step - warmup_steps) / max(1, total_steps - warmup_steps)
+        return base_lr * (1 - t)
     if schedule == "cosine":
         t = (step - warmup_steps) / max(1, total_steps - warmup_steps)
         return base_lr * 0.5 * (1 + math.cos(math.pi * t))
