@@ -188,7 +188,7 @@ def test_muon_steps_a_channels_last_filter_in_place_as_the_matrix_of_its_flatten
 
 
 @pytest.mark.parametrize("channels_last", [False, True])
-def test_muon_filter_norm_holds_each_filter_at_root_out_channels_in_place_of_decay(channels_last: bool) -> None:
+def test_muon_filter_norm_holds_each_filter_at_root_out_channels_not_decay(channels_last: bool) -> None:
     torch.manual_seed(0)
     model = create_model("resnet20", num_classes=10)
     if channels_last:
@@ -234,7 +234,9 @@ def test_muon_makes_the_newton_schulz_iterations_it_is_given() -> None:
     ("optimizer", "lr", "extra"),
     [("adamw", 1e-3, {}), ("muon", 0.05, {}), ("muon", 0.05, {"muon_filter_norm": True, "muon_ns_steps": 3})],
 )
-def test_adamw_and_muon_train_and_resume_exactly(tmp_path: Path, optimizer: str, lr: float, extra: dict) -> None:
+def test_adamw_and_muon_train_and_resume_exactly(
+    tmp_path: Path, optimizer: str, lr: float, extra: dict
+) -> None:
     settings = {"optimizer": optimizer, "lr": lr, "weight_decay": 5e-4, **extra}
     straight = train(_quick_config(tmp_path / "straight", **settings), progress=False)
     assert math.isfinite(straight.metrics["train_loss"]) and math.isfinite(straight.metrics["test_loss"])

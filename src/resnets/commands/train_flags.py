@@ -120,8 +120,8 @@ def _optimiser_flags(p: argparse.ArgumentParser) -> None:
         help="learning-rate multiplier of parameters whose names match PATTERN (Fixup: '*.bias=0.1'; "
         "weight decay unscaled); repeatable",
     )  # fmt: skip
-    p.add_argument("--schedule", help="paper, cosine, onecycle, linear (to 0), constant, imagenet (/10 at 1/3, 2/3)"
-                   + _default("schedule"))  # fmt: skip
+    p.add_argument("--schedule", help="paper, cosine, onecycle, linear (to 0), constant, imagenet (/10 at "
+                   "1/3, 2/3)" + _default("schedule"))  # fmt: skip
     p.add_argument(
         "--warmup", type=int, dest="warmup_steps", help="warm-up steps (paper: 400 at lr/10 for depth >= 110)"
     )
