@@ -370,3 +370,17 @@ def test_a_run_records_the_machine_it_started_on_and_a_resume_keeps_it() -> None
     old = {"fast_path": {"key": "AMD EPYC (family 25, model 1) | torch 2.13.0+cpu | threads 2"}}
     assert started_on(old, CPU) == "AMD EPYC (family 25, model 1)"  # recorded before "machine" was
     assert started_on({"fast_path": {"trial": None}}, CPU) == here  # nothing recorded: this one
+
+
+def test_the_step_profile_counts_every_flop_but_the_classifiers_as_convolution(monkeypatch) -> None:
+    monkeypatch.syspath_prepend(str(ROOT / "benchmarks"))  # step_profile imports throughput as a sibling
+    spec = importlib.util.spec_from_file_location("step_profile", ROOT / "benchmarks" / "step_profile.py")
+    profile = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(profile)
+    conv, total = profile.conv_flops("resnet20", 2)
+    # The 64 -> 10 classifier's forward, input gradient and weight gradient: 3 x 2 x batch x 64 x 10.
+    assert total - conv == 3 * 2 * 2 * 64 * 10
+    assert [profile.category(n) for n in ("aten::convolution_backward", "aten::mkldnn_convolution",
+            "aten::native_batch_norm_backward", "aten::add_", "Optimizer.step#SGD.step")] == [
+        "conv backward", "conv forward", "BatchNorm", "other", "",
+    ]  # fmt: skip
