@@ -2,17 +2,19 @@
 # airbench94_muon's optimiser settings on `--recipe fast94-muon`, one at a time and then together (issue 26).
 #
 #   bash scripts/muon_ablation.sh OUT [SEEDS]        # SEEDS defaults to "0"; e.g. "0 1 2"
+#   environment: DATA_DIR=../shared/data (CIFAR-10 in its official format)
+#                PYTHON=python3 (.venv/bin/python where it exists)
 #
-# Each arm is one `resnets train` run per seed in OUT/ARM-sSEED, timed whole by the shell (start-up
-# included). A finished run (its model.safetensors written) is
-# skipped and a killed one resumed, so the script can be stopped and started again across
-# sittings. At ~12 min per run on 2 CPU cores, run it alone on the machine. The summary at the
-# end lists each arm's test error and PFLOP from the runs' last metrics rows.
+# Each arm is one `resnets train` run per seed in OUT/ARM-sSEED. A finished run (its
+# model.safetensors written) is skipped and a killed one resumed, so the script can be stopped
+# and started again across sittings; OUT/times.txt gets each sitting's wall time per run
+# (start-up included; a resumed run's line says so). At ~12 min per run on 2 CPU cores, run it
+# alone on the machine. The summary at the end lists each finished run's test error and PFLOP.
 set -euo pipefail
 OUT=${1:?usage: muon_ablation.sh OUT [SEEDS]}
 SEEDS=${2:-0}
-RESNETS=${RESNETS:-.venv/bin/resnets}
-DATA=${DATA:-../shared/data}
+PYTHON=${PYTHON:-$([[ -x .venv/bin/python ]] && echo .venv/bin/python || echo python3)}
+DATA_DIR=${DATA_DIR:-../shared/data}
 mkdir -p "$OUT"
 
 # arm name -> the flags it adds to --recipe fast94-muon (11 epochs, width 0.75, batch 1024)
@@ -34,18 +36,26 @@ for seed in $SEEDS; do
       continue
     fi
     resume=()
-    [[ -f "$run/config.json" ]] && resume=(--resume)
+    what="whole command"
+    if [[ -f "$run/config.json" ]]; then
+      resume=(--resume)
+      what="resumed part only"
+    fi
     start=$(date +%s)
     # shellcheck disable=SC2086  # the arm's flags are meant to split
-    "$RESNETS" train --recipe fast94-muon ${ARMS[$arm]} --seed "$seed" --data-dir "$DATA" \
+    "$PYTHON" -m resnets train --recipe fast94-muon ${ARMS[$arm]} --seed "$seed" --data-dir "$DATA_DIR" \
       --out "$run" --quiet "${resume[@]}"
-    echo "$arm seed $seed: $(( $(date +%s) - start )) s whole command" | tee -a "$OUT/times.txt"
+    echo "$arm seed $seed: $(( $(date +%s) - start )) s, $what" | tee -a "$OUT/times.txt"
   done
 done
 
-echo "arm seed test_error train_pflop"
+echo "run test_error train_pflop"
 for run in "$OUT"/*-s*; do
-  [[ -f "$run/metrics.jsonl" ]] || continue
-  tail -n 1 "$run/metrics.jsonl" | python3 -c \
-    "import json, sys; r = json.loads(sys.stdin.read()); print('$(basename "$run")', r['test_error'], r['train_pflop'])"
+  [[ -f "$run/model.safetensors" ]] || continue  # unfinished: its last row is not a result
+  "$PYTHON" - "$run" <<'PY'
+import json, pathlib, sys
+run = pathlib.Path(sys.argv[1])
+row = json.loads((run / "metrics.jsonl").read_text().splitlines()[-1])
+print(run.name, row.get("test_error"), row.get("train_pflop"))
+PY
 done

@@ -96,10 +96,12 @@ FLAGS = {
     "--init-from": st.sampled_from(["/nonexistent.pth", "/etc/hostname"]),
     "--config": st.sampled_from(["/nonexistent.json", "/etc/hostname"]),
     "--grad-every": st.sampled_from(["0", "1"]),
+    "--opt": st.sampled_from(["sgd", "muon", "adamw", "lion"]),
+    "--muon-ns-steps": st.sampled_from(["-1", "0", "3", "x"]),
 }
 SWITCHES = ["--nesterov", "--no-decay-on-norm-and-bias", "--channels-last", "--no-channels-last",
             "--no-compile", "--eval-flip", "--zero-init-residual", "--resume", "--bogus", "--lookahead",
-            "--final-eval-only", "--alternate-flip", "--eval-translate"]  # fmt: skip
+            "--final-eval-only", "--alternate-flip", "--eval-translate", "--muon-filter-norm"]  # fmt: skip
 
 
 @st.composite

@@ -11,6 +11,7 @@ import torch
 import torch.nn.functional as F
 from conftest import assert_clean_error, run_cli
 from safetensors.torch import load_file, save_file
+from torch import nn
 
 from resnets import create_model
 from resnets.errors import ResnetsError
@@ -212,6 +213,31 @@ def test_muon_filter_norm_holds_each_filter_at_root_out_channels_not_decay(chann
     assert named["conv1.weight"].detach().norm().item() != pytest.approx(4.0, rel=1e-3)  # SGD's: untouched
 
 
+def test_muon_filter_norm_rescales_before_the_update_and_leaves_a_zero_filter_zero() -> None:
+    def one_step(filter_norm: bool) -> nn.Module:
+        torch.manual_seed(0)
+        model = create_model("resnet20", num_classes=10)
+        with torch.no_grad():
+            model.layer2[0].conv2.weight.zero_()  # as zero-init of a last branch conv leaves it
+        cfg = TrainConfig(optimizer="muon", weight_decay=0.0, muon_filter_norm=filter_norm)
+        optimizer = make_optimizer(model, cfg, CPU)
+        for group in optimizer.param_groups:
+            group["lr"] = 0.1 * group["lr_scale"]
+        F.cross_entropy(model(torch.randn(8, 3, 32, 32)), torch.randint(0, 10, (8,))).backward()
+        if not filter_norm:  # the twin: the same rescaling by hand, then an ordinary Muon step
+            with torch.no_grad():
+                for name, p in model.named_parameters():
+                    if name in hidden_weights(model) and p.norm() > 0:
+                        p.mul_(p.shape[0] ** 0.5 / p.norm())
+        optimizer.step()
+        return model
+
+    switched, by_hand = one_step(True), one_step(False)
+    for (name, a), b in zip(switched.named_parameters(), by_hand.parameters(), strict=True):
+        assert torch.allclose(a, b, rtol=1e-5, atol=1e-6), name
+    assert torch.isfinite(switched.layer2[0].conv2.weight).all()
+
+
 def test_muon_makes_the_newton_schulz_iterations_it_is_given() -> None:
     def one_step(steps: int) -> torch.Tensor:
         torch.manual_seed(0)
@@ -257,6 +283,7 @@ def test_an_old_config_without_the_new_settings_still_loads() -> None:
     assert (cfg.optimizer, cfg.freeze, cfg.freeze_backbone, cfg.layer_decay, cfg.head_lr_scale) == (
         "sgd", None, False, None, 1.0,
     )  # fmt: skip
+    assert (cfg.muon_ns_steps, cfg.muon_filter_norm) == (5, False)  # torch's Muon as earlier runs used it
 
 
 @pytest.mark.parametrize(

@@ -57,7 +57,7 @@ def recipe_flags(p: argparse.ArgumentParser, config: type, epochs: bool = True) 
     if "lr" in {f.name for f in dataclasses.fields(config)}:  # the remedies study searches a grid instead
         p.add_argument("--lr", type=float, default=default("lr"),
                        help=f"peak learning rate (default {default('lr')})")  # fmt: skip
-    schedules = _choices(default("schedule"), ("onecycle", "paper", "cosine", "constant"))
+    schedules = _choices(default("schedule"), ("onecycle", "paper", "cosine", "linear", "constant"))
     p.add_argument("--schedule", default=default("schedule"), help=schedules)
     p.add_argument("--weight-decay", type=float, default=default("weight_decay"),
                    help=f"L2 weight decay (default {default('weight_decay')})")  # fmt: skip

@@ -11,7 +11,9 @@ Its weight decay is the first matching --decay-for pattern's, else --weight-deca
 parameters with --no-decay-on-norm-and-bias; divided by --norm-bias-lr-scale where that scale
 applies, so lr x decay (the decay per step) stays put. The other factors leave the decay as set,
 as timm's layer decay does. SGD's decay is an L2 term in the gradient; AdamW's and Muon's are
-decoupled (each step shrinks the weights by lr x decay). Frozen parameters are in no group.
+decoupled (each step shrinks the weights by lr x decay). With --muon-filter-norm the filters Muon
+updates take no decay at all, whatever --decay-for says: their norm is held fixed instead.
+Frozen parameters are in no group.
 """
 
 from __future__ import annotations
@@ -131,8 +133,10 @@ class MuonWithSGD:
     Muon keeps its own Nesterov momentum, ``muon_momentum`` (torch's default 0.95 unless set), and
     makes ``muon_ns_steps`` Newton-Schulz iterations; its lr is the run's lr times ``muon_lr_scale``.
     With ``muon_filter_norm`` each of its matrices is rescaled to Frobenius norm sqrt(rows) before
-    every step, as airbench94_muon does to its filters. ``param_groups`` lists both optimisers' groups
-    (the trainer sets their lr); the state dict holds both, so a resumed run continues exactly.
+    every step, as airbench94_muon does to its filters; that leaves the net's function unchanged only
+    where a BatchNorm follows the filter (as in every BN net here, not Fixup or norm-free arms).
+    ``param_groups`` lists both optimisers' groups (the trainer sets their lr); the state dict holds
+    both, so a resumed run continues exactly.
     """
 
     def __init__(
@@ -191,7 +195,10 @@ class MuonWithSGD:
         if self.filter_norm and "muon" in self.parts:
             for group in self.parts["muon"].param_groups:
                 for matrix in group["params"]:
-                    matrix.mul_(matrix.shape[0] ** 0.5 / matrix.norm())
+                    norm = matrix.norm()
+                    # A zero filter (zero-init of a last branch conv) stays zero: it has no direction yet.
+                    if matrix.grad is not None and norm > 0:
+                        matrix.mul_(matrix.shape[0] ** 0.5 / norm)
         for part in self.parts.values():
             part.step()
 

@@ -38,7 +38,7 @@ def lr_at(step: int, total_steps: int, base_lr: float, schedule: str, warmup_ste
         return base_lr
     if schedule == "linear":  # straight down to zero after any warm-up (airbench94_muon: from the first step)
         t = (step - warmup_steps) / max(1, total_steps - warmup_steps)
-        return base_lr * (1 - t)
+        return base_lr * max(0.0, 1 - t)
     if schedule == "cosine":
         t = (step - warmup_steps) / max(1, total_steps - warmup_steps)
         return base_lr * 0.5 * (1 + math.cos(math.pi * t))
