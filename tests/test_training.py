@@ -195,7 +195,7 @@ def test_eval_reports_the_runs_final_error(tmp_path: Path) -> None:
         (["--batch-size", "0"], ["batch-size must be a positive integer"]),
         (["--epochs", "2", "--iterations", "3"], ["not allowed with argument"]),
         (["--precision", "fp16", "--device", "cpu"], ["fp16 needs a CUDA GPU"]),
-        (["--schedule", "linear"], ["unknown schedule"]),
+        (["--schedule", "triangular"], ["unknown schedule"]),
         (["--lr", "nan"], ["lr must be a number"]),
     ],
 )
