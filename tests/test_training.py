@@ -298,9 +298,11 @@ def test_tensorboard_log_mirrors_the_metrics_and_a_resume_drops_the_lost_steps(t
 def test_log_every_writes_training_rows_between_rare_evaluations(tmp_path: Path) -> None:
     out = tmp_path / "run"
     proc = run_cli("train", "--model", "resnet20", *FAST, "--train-subset", "256", "--epochs", "3",
-                   "--final-eval-only", "--log-every", "8", "--precision", "fp32",
+                   "--final-eval-only", "--log-every", "8", "--precision", "fp32", "--crop-padding", "0",
                    "--out", str(out))  # fmt: skip
     assert proc.returncode == 0, proc.stderr
+    # the record says the crop this run used, not the dataset's default (1 pixel for 8x8 digits)
+    assert json.loads((out / "config.json").read_text())["resolved"]["crop_padding"] == 0
     rows = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
     assert [r["step"] for r in rows] == [8, 16, 24]  # a row per epoch of 8 steps, the last evaluated
     assert all("test_error" not in r and 0 <= r["train_error"] <= 1 for r in rows[:-1])

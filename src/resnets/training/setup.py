@@ -113,7 +113,7 @@ def decide(
         "steps_per_epoch": plan.steps_per_epoch, "total_steps": plan.total, "warmup_steps": plan.warmup,
         "eval_every": plan.eval_every, "checkpoint_every": plan.checkpoint_every,
         "device": str(ctx.device), "machine": started_on(saved, ctx.device),
-        "crop_padding": data.crop_padding, "flip": data.flip,
+        "crop_padding": data.crop_padding if cfg.crop_padding is None else cfg.crop_padding, "flip": data.flip,
         "torch": torch.__version__, "processes": ctx.world, "precision": fast.precision,
         "channels_last": fast.channels_last, "compile": fast.compile,
         "cuda_graphs": fast.graphs, "fast_path": tuning,
