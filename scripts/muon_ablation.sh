@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # airbench94_muon's optimiser settings on `--recipe fast94-muon`, one at a time and then together (issue 26).
 #
-#   bash scripts/muon_ablation.sh OUT [SEEDS] [ARMS]  # SEEDS defaults to "0" (e.g. "0 1 2"); ARMS to all six
+#   bash scripts/muon_ablation.sh OUT [SEEDS] [ARMS]  # SEEDS defaults to "0" (e.g. "0 1 2"); ARMS to all six,
+#                                                     # or a list such as "base no-lookahead+filter-norm"
 #   environment: DATA_DIR=../shared/data (CIFAR-10 in its official format)
 #                PYTHON=python3 (.venv/bin/python where it exists)
 #                RECIPE=fast94-muon (or fast-muon: it has no lookahead, so skip that arm there)
@@ -31,8 +32,19 @@ declare -A ARMS=(
   [all]="--schedule linear --no-lookahead --muon-filter-norm --muon-ns-steps 3"
 )
 read -r -a ORDER <<< "${3:-base linear no-lookahead filter-norm ns3 all}"
+# an arm may join others with "+" (e.g. no-lookahead+filter-norm): their flags together
+flags_of() {
+  local part flags=""
+  local -a parts
+  IFS=+ read -r -a parts <<< "$1"
+  for part in "${parts[@]}"; do
+    [[ -v "ARMS[$part]" ]] || { echo "muon_ablation.sh: unknown arm '$part' (known: ${!ARMS[*]})" >&2; return 2; }
+    flags+=" ${ARMS[$part]}"
+  done
+  echo "$flags"
+}
 for arm in "${ORDER[@]}"; do
-  [[ -v "ARMS[$arm]" ]] || { echo "muon_ablation.sh: unknown arm '$arm' (known: ${!ARMS[*]})" >&2; exit 2; }
+  flags_of "$arm" > /dev/null || exit 2
 done
 
 for seed in $SEEDS; do
@@ -50,7 +62,7 @@ for seed in $SEEDS; do
     fi
     start=$(date +%s)
     # shellcheck disable=SC2086  # the arm's flags are meant to split
-    "$PYTHON" -m resnets train --recipe "$RECIPE" $EXTRA ${ARMS[$arm]} --seed "$seed" --data-dir "$DATA_DIR" \
+    "$PYTHON" -m resnets train --recipe "$RECIPE" $EXTRA $(flags_of "$arm") --seed "$seed" --data-dir "$DATA_DIR" \
       --out "$run" --quiet "${resume[@]}"
     echo "$arm seed $seed: $(( $(date +%s) - start )) s, $what" | tee -a "$OUT/times.txt"
   done

@@ -81,17 +81,18 @@ def test_the_paper_study_continues_on_another_machine_from_its_pack(tmp_path: Pa
 def test_the_muon_ablation_runs_its_arms_once_and_refuses_an_unknown_one(tmp_path: Path) -> None:
     script = str(ROOT / "scripts" / "muon_ablation.sh")
     small = {"EXTRA": "--dataset digits --iterations 2 --batch-size 64 --device cpu --precision fp32"}
-    first = _bash(script, str(tmp_path / "abl"), "0", "base filter-norm", cwd=ROOT, **small)
+    first = _bash(script, str(tmp_path / "abl"), "0", "base no-lookahead+filter-norm", cwd=ROOT, **small)
     assert first.returncode == 0, first.stdout + first.stderr
     runs = {p.name: json.loads((p / "config.json").read_text()) for p in (tmp_path / "abl").glob("*-s0")}
-    assert sorted(runs) == ["base-s0", "filter-norm-s0"]
-    assert [runs[r]["muon_filter_norm"] for r in sorted(runs)] == [False, True]
+    assert sorted(runs) == ["base-s0", "no-lookahead+filter-norm-s0"]
+    switches = [(runs[r]["muon_filter_norm"], runs[r]["lookahead"]) for r in sorted(runs)]
+    assert switches == [(False, True), (True, False)]
     assert all(r["recipe"] == "fast94-muon" and r["iterations"] == 2 for r in runs.values())
     # a second sitting skips what is done; the summary lists each finished run
-    again = _bash(script, str(tmp_path / "abl"), "0", "base filter-norm", cwd=ROOT, **small)
-    assert "base seed 0: done" in again.stdout and "filter-norm seed 0: done" in again.stdout
+    again = _bash(script, str(tmp_path / "abl"), "0", "base no-lookahead+filter-norm", cwd=ROOT, **small)
+    assert "base seed 0: done" in again.stdout and "no-lookahead+filter-norm seed 0: done" in again.stdout
     rows = [line.split() for line in again.stdout.splitlines()]
     finished = [row[0] for row in rows if len(row) == 3 and row[0].endswith("-s0")]
-    assert finished == ["base-s0", "filter-norm-s0"]
-    wrong = _bash(script, str(tmp_path / "abl"), "0", "base lookahead", cwd=ROOT, **small)
+    assert finished == ["base-s0", "no-lookahead+filter-norm-s0"]
+    wrong = _bash(script, str(tmp_path / "abl"), "0", "base ns3+lookahead", cwd=ROOT, **small)
     assert wrong.returncode == 2 and "unknown arm 'lookahead'" in wrong.stderr
