@@ -12,6 +12,7 @@ import itertools
 from typing import Any
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from .contract import Network
@@ -112,7 +113,10 @@ class FastResNet(Network):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         x = self.layers(self.act(self.whiten(x)))
-        return self.fc(torch.amax(x, dim=(2, 3))) * LOGIT_SCALE
+        # A max pool, not torch.amax: amax's backward finds the maximum again by equality, and
+        # torch.compile on the CPU recomputes the GELU before it by another path in bf16, so
+        # nothing matches and the gradient is 0/0 (pytorch PR 186953); the pool keeps its index.
+        return self.fc(F.adaptive_max_pool2d(x, 1).flatten(1)) * LOGIT_SCALE
 
 
 @register_model(family="fast", depth=8, twin="fastplain")
