@@ -208,6 +208,31 @@ def test_compile_is_chosen_where_its_measured_saving_repays_its_warm_up(monkeypa
     assert tune(2000, grad_every=5)[0].compile is False  # gradient hooks need the eager modules
 
 
+def test_a_compiled_step_that_makes_nan_is_never_chosen(monkeypatch, tmp_path) -> None:
+    monkeypatch.setenv("RESNETS_CACHE_DIR", str(tmp_path))
+    monkeypatch.setattr(autotune, "has_compiler", lambda: True)
+    table = {"fp32/nchw": 1.0, "fp32/nhwc": 1.0, "bf16/nchw": 0.5, "bf16/nhwc": 0.6,
+             "compile": 0.1, "compile_warmup": 1.0}  # fmt: skip
+    calls: list = []
+    _fake_timings(monkeypatch, table, calls)
+    timed = autotune.step_seconds
+
+    def poisoned(model, *args, **kw):  # a compiler bug: the compiled step leaves NaN weights
+        if hasattr(model, "_orig_mod"):
+            next(model.parameters()).data.fill_(float("nan"))
+        return timed(model, *args, **kw)
+
+    monkeypatch.setattr(autotune, "step_seconds", poisoned)
+    model = create_model("resnet20", num_classes=10)
+    fast, record = autotune.tune(TrainConfig(), model, (3, 32, 32), 10, 64, 2000, CPU)
+    seconds = record["trial"]["seconds_per_step"]
+    assert fast.compile is False and seconds["compile bf16/nchw not finite"] == 1.0  # 10x faster, yet refused
+    assert "compile bf16/nchw" not in seconds and torch.isfinite(next(model.parameters())).all()
+    calls.clear()
+    again, record = autotune.tune(TrainConfig(), model, (3, 32, 32), 10, 64, 2000, CPU)
+    assert again.compile is False and record["cached"] and calls == []  # not tried again
+
+
 @pytest.mark.slow
 def test_a_run_records_its_measured_choice_and_a_resume_keeps_it(tmp_path: Path, monkeypatch) -> None:
     monkeypatch.setenv("RESNETS_CACHE_DIR", str(tmp_path / "cache"))

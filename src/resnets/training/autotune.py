@@ -151,7 +151,12 @@ def time_compile(
     first, second = step_seconds(compiled, x, y, fast.precision, device, steps=int(graphs), graphs=graphs)
     _, step = step_seconds(compiled, x, y, fast.precision, device, steps=3, graphs=graphs)
     name = compiled_name(fast, graphs)
-    trial.seconds[f"{name} warmup"], trial.seconds[name] = first + second if graphs else first, step
+    if not all(torch.isfinite(p).all() for p in probe.parameters()):
+        # A compiler bug must cost the run its speed-up, not its weights (an inductor amax backward
+        # once gave NaN gradients here): the compiled step is recorded as failed and never chosen.
+        trial.seconds[f"{name} not finite"] = 1.0
+    else:
+        trial.seconds[f"{name} warmup"], trial.seconds[name] = first + second if graphs else first, step
     # The trial's compiled code and graphs must not outlive it: dynamo keys what it learns (a batch
     # size seen to change, say) by code object, so the run would otherwise compile another graph.
     torch._dynamo.reset()
@@ -229,7 +234,8 @@ def tune(
     run_seconds = eager * micro_batch / trial.batch * steps  # the whole run, eager, estimated
     if compile_auto and run_seconds >= COMPILE_TRIAL_MIN_SECONDS:
         for graphs in (False, True) if graphs_auto else (False,):
-            if compiled_name(fast, graphs) not in trial.seconds:
+            name = compiled_name(fast, graphs)
+            if name not in trial.seconds and f"{name} not finite" not in trial.seconds:
                 time_compile(model, trial, shape, classes, fast, device, graphs)
                 fresh = True
         compiled, graphs = best_compile(trial, eager, micro_batch / trial.batch * steps, fast, graphs_auto)
