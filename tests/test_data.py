@@ -258,6 +258,31 @@ def test_loader_is_deterministic_resumable_and_covers_the_epoch() -> None:
     assert not torch.equal(full[0][0], reseeded[0])
 
 
+def test_progressive_resizing_scales_the_same_batches_down_on_its_epochs_only() -> None:
+    d = load_dataset("synthetic", image_size=16, train_size=64, test_size=8)
+    kw = {"mean": d.mean, "std": d.std, "train": True, "crop_padding": 2, "flip": True, "seed": 1}
+    full = TensorLoader(d.train, 16, **kw)
+    resized = TensorLoader(d.train, 16, size_at=lambda epoch: 8 if epoch == 0 else 16, **kw)
+    for epoch in (0, 1):
+        for (x, y), (xr, yr) in zip(full.epoch(epoch), resized.epoch(epoch), strict=True):
+            assert torch.equal(y, yr)  # the same images in the same order, crops and flips
+            if epoch == 0:  # the whole image scaled down (its mean kept), not a corner cut from it
+                assert xr.shape == (16, 3, 8, 8)
+                torch.testing.assert_close(xr.mean((2, 3)), x.mean((2, 3)), atol=0.05, rtol=0)
+                assert not torch.equal(xr, x[..., :8, :8])
+            else:
+                assert torch.equal(x, xr)
+    # An image of one colour stays that colour: the filter is normalised and antialiased.
+    flat = ImageData(torch.arange(8, dtype=torch.uint8).mul(30).view(8, 1, 1, 1).expand(8, 3, 16, 16).clone(),
+                     torch.zeros(8, dtype=torch.long))  # fmt: skip
+    small = next(TensorLoader(flat, 8, (0.0,) * 3, (1 / 255,) * 3, train=True, size_at=lambda e: 8).epoch(0))[
+        0
+    ]
+    torch.testing.assert_close(small, small[:, :, :1, :1].expand_as(small))
+    test = TensorLoader(d.test, 8, d.mean, d.std, size_at=lambda epoch: 8)
+    assert next(iter(test))[0].shape[-1] == 16  # evaluation stays at full size
+
+
 def test_an_epoch_visits_each_image_once_on_every_rank() -> None:
     # Labels 0..99 name the images, so the labels seen are the images visited.
     data = ImageData(torch.zeros(100, 1, 4, 4, dtype=torch.uint8), torch.arange(100))

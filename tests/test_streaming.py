@@ -263,9 +263,14 @@ def test_progressive_resizing_grows_the_crop_and_is_recorded(tree: Path, tmp_pat
     assert proc.returncode == 0, proc.stderr[-2000:]
     resolved = json.loads((tmp_path / "p" / "config.json").read_text())["resolved"]
     assert resolved["train_sizes"] == [32, 64, 96, 96]
-    memory = run_cli("train", *SMALL[:-1], "--loader", "memory", "--data-dir", str(tree),
-                     "--resize-from", "32", "--out", str(tmp_path / "m"))  # fmt: skip
-    assert_clean_error(memory, "--resize-from needs a streamed dataset")
+    # In memory the images are scaled down instead, in steps of 8 px at CIFAR size.
+    memory = run_cli("train", *SMALL, "--loader", "memory", "--data-dir", str(tree), "--resize-from", "16",
+                     "--epochs", "4", "--out", str(tmp_path / "m"))  # fmt: skip
+    assert memory.returncode == 0, memory.stderr[-2000:]
+    resolved = json.loads((tmp_path / "m" / "config.json").read_text())["resolved"]
+    assert resolved["train_sizes"] == [16, 24, 32, 32]
+    at = resolved["train_flops_per_image_at"]
+    assert int(at["16"]) * 3 < int(at["32"]) == resolved["train_flops_per_image"]
     shrink = run_cli("train", *SMALL[:-1], "--data-dir", str(tree), "--resize-from", "64",
                      "--out", str(tmp_path / "s"))  # fmt: skip
     assert_clean_error(shrink, "larger than the final crop 32")

@@ -15,6 +15,7 @@ from resnets.models import count_flops
 from resnets.training import TrainConfig, train
 from resnets.training.optim import make_optimizer
 from resnets.training.recipes import FAST, FAST94, RECIPES, apply_recipe
+from resnets.training.schedules import resolution_at
 from resnets.training.work import train_flops_done, train_flops_per_image, train_pflop
 
 
@@ -62,12 +63,13 @@ def test_work_done_is_linear_in_the_steps_and_follows_progressive_resizing() -> 
 
 
 def test_the_muon_recipes_are_the_sgd_ones_with_muon() -> None:
-    for name, sgd in (("fast-muon", FAST), ("fast94-muon", FAST94)):
+    # fast-muon also grows its images (issue 26: 8 epochs, the first three at 24 px, within 0.065 PFLOP).
+    for name, sgd, extra in (("fast-muon", FAST, {"resize_from"}), ("fast94-muon", FAST94, set())):
         muon = RECIPES[name]
         assert {k for k in muon if muon[k] != sgd.get(k)} == {
-            "optimizer", "muon_lr_scale", "muon_momentum", "epochs",
-        }  # fmt: skip
-        assert muon["optimizer"] == "muon" and muon["epochs"] < sgd["epochs"]
+            "optimizer", "muon_lr_scale", "muon_momentum", *extra,
+        } | ({"epochs"} if muon["epochs"] != sgd["epochs"] else set())  # fmt: skip
+        assert muon["optimizer"] == "muon" and muon["epochs"] <= sgd["epochs"]
         cfg = TrainConfig(**apply_recipe(name, {})).validate()
         assert (cfg.optimizer, cfg.muon_momentum, cfg.lr * cfg.muon_lr_scale) == (
             "muon", 0.6, pytest.approx(0.24),
@@ -78,9 +80,17 @@ def test_the_muon_recipes_are_the_sgd_ones_with_muon() -> None:
 def test_the_muon_recipes_plan_no_more_work_than_issue_26_allows(name: str, budget: float) -> None:
     recipe = RECIPES[name]
     model = create_model(recipe["model"], num_classes=10, **recipe["model_options"])
-    steps = recipe["epochs"] * (50_000 // recipe["batch_size"])  # CIFAR-10's training set, whole batches
-    resolved = {"train_flops_per_image": train_flops_per_image(model, (3, 32, 32))}
-    assert train_pflop(steps, recipe["batch_size"], 50_000 // recipe["batch_size"], resolved) <= budget
+    per_epoch = 50_000 // recipe["batch_size"]  # CIFAR-10's training set, whole batches
+    sizes = [
+        resolution_at(e, recipe["epochs"], recipe.get("resize_from") or 32, 32)
+        for e in range(recipe["epochs"])
+    ]
+    resolved = {
+        "train_flops_per_image": train_flops_per_image(model, (3, 32, 32)),
+        "train_sizes": sizes,
+        "train_flops_per_image_at": {str(s): train_flops_per_image(model, (3, s, s)) for s in set(sizes)},
+    }
+    assert train_pflop(recipe["epochs"] * per_epoch, recipe["batch_size"], per_epoch, resolved) <= budget
 
 
 def _config(out: Path, **settings: object) -> TrainConfig:
@@ -122,3 +132,18 @@ def test_the_train_command_prints_the_work_of_training(tmp_path: Path) -> None:
                    "32", "--quiet", "--out", str(tmp_path / "run"))  # fmt: skip
     assert proc.returncode == 0, proc.stderr
     assert "PFLOP of training; run saved in" in proc.stdout.splitlines()[-1]
+
+
+def test_a_recipes_resizing_plan_skips_images_smaller_than_it_but_a_given_one_is_checked(
+    tmp_path: Path,
+) -> None:
+    # fast-muon grows 24 -> 32 px; the 16 px digits train whole, and --resize-from 24 typed out is an error.
+    common = ["--dataset", "digits", "--iterations", "2", "--batch-size", "64", "--quiet"]
+    ran = run_cli("train", "--recipe", "fast-muon", *common, "--out", str(tmp_path / "recipe"))
+    assert ran.returncode == 0, ran.stderr
+    resolved = json.loads((tmp_path / "recipe" / "config.json").read_text())["resolved"]
+    assert "train_sizes" not in resolved and "train_flops_per_image_at" not in resolved
+    typed = run_cli(
+        "train", "--recipe", "fast", "--resize-from", "24", *common, "--out", str(tmp_path / "typed")
+    )
+    assert typed.returncode != 0 and "larger than the final crop 16" in typed.stderr

@@ -251,7 +251,8 @@ def _data_flags(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--resize-from",
         type=int,
-        help="streamed: progressive resizing, from this crop up to --image-size by 75%% of the epochs",
+        help="progressive resizing: train the first epochs on smaller images, growing from this side to the "
+        "full size by 75%% of the epochs (streamed data: smaller crops; in memory: images scaled down)",
     )
 
 

@@ -9,7 +9,7 @@ batch, seeded by (seed, epoch, batch, rank), for the same reason.
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 
 import torch
 import torch.nn.functional as F
@@ -57,6 +57,7 @@ class TensorLoader:
         channels_last: bool = False,
         shard: tuple[int, int] = (0, 1),
         augment: BatchAugment | None = None,
+        size_at: Callable[[int], int] | None = None,
     ) -> None:
         self.data = data.to(device)
         self.batch_size = batch_size
@@ -72,6 +73,7 @@ class TensorLoader:
         self.channels_last = channels_last
         self.rank, self.world = shard
         self.augment = augment if train else None  # RandAugment, mixup...: training batches only
+        self.size_at = size_at  # progressive resizing: the side of each epoch's training images
 
     def __len__(self) -> int:
         """Batches per epoch (training drops the last partial batch, evaluation keeps it)."""
@@ -98,6 +100,7 @@ class TensorLoader:
     def epoch(self, epoch: int = 0, start: int = 0) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
         """The batches of ``epoch``, beginning at batch index ``start``."""
         order, offsets, flips = self._plan(epoch)
+        size = self.size_at(epoch) if self.train and self.size_at is not None else None
         for i in range(start, len(self)):
             # With several processes, global batch i is split into equal per-rank slices.
             lo = (i * self.world + self.rank) * self.batch_size if self.train else i * self.batch_size
@@ -114,6 +117,10 @@ class TensorLoader:
                 draws = self.augment.draws(epoch, i, self.rank)
                 x = self.augment.images(x, draws)
             x = normalize(x, self.mean, self.std)
+            if size is not None and size != x.shape[-1]:
+                # The whole (cropped, flipped) image at a lower resolution, as the stream loader's
+                # smaller crops show it; antialiased, so a small image is not an aliased one.
+                x = F.interpolate(x, size=(size, size), mode="bilinear", antialias=True, align_corners=False)
             if self.augment is not None:
                 x, y = self.augment.mix(x, y, draws)  # y: soft targets (B, classes) where mixed
             if self.channels_last:

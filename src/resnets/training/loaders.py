@@ -13,6 +13,7 @@ from ..data.stream import default_workers
 from ..data.transforms import DECODER
 from ..errors import ResnetsError
 from .config import TrainConfig
+from .recipes import RECIPES
 from .schedules import resolution_at
 
 Loader = TensorLoader | StreamLoader
@@ -56,8 +57,6 @@ def make_loaders(
         test = StreamLoader(data.test, cfg.batch_size, image_size=data.test_size, workers=workers, **common)
         info |= {"kind": "stream", "workers": workers, "test_size": data.test_size, "decoder": DECODER}
     else:
-        if cfg.resize_from is not None:
-            raise ResnetsError("--resize-from needs a streamed dataset (--loader stream or shards)")
         train = TensorLoader(
             train_split, rank_batch, train=True, flip=data.flip, alternate_flip=cfg.alternate_flip,
             crop_padding=data.crop_padding if cfg.crop_padding is None else cfg.crop_padding,
@@ -100,8 +99,10 @@ def held_out(data: Dataset | StreamedDataset, n: int | None) -> tuple[Any, Any]:
 
 def plan_resolutions(loader: Loader, cfg: TrainConfig, epochs: int, final: int) -> list[int] | None:
     """Progressive resizing: the training crop of each epoch, from --resize-from up to ``final``."""
-    if cfg.resize_from is None or not isinstance(loader, StreamLoader):
+    if cfg.resize_from is None:
         return None
+    if cfg.resize_from >= final and cfg.resize_from == RECIPES.get(cfg.recipe or "", {}).get("resize_from"):
+        return None  # a recipe's plan for 32 px images (fast-muon) on smaller ones: they train whole
     if cfg.resize_from > final:
         raise ResnetsError(f"--resize-from {cfg.resize_from} is larger than the final crop {final}; "
                            "progressive resizing grows the crop")  # fmt: skip

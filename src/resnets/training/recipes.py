@@ -49,16 +49,16 @@ FAST = FAST94 | {"epochs": 8, "lookahead": False, "model_options": {"width": 0.5
 # Measured one at a time on fast94-muon (switches --schedule linear, --no-lookahead, --muon-filter-norm,
 # --muon-ns-steps 3; one seed each): the linear schedule cost 1.11 points, the others +0.05 to +0.11,
 # all four -0.12, and 3 steps cost fast-muon 0.39: none is taken.
-# fast-muon measured (docs/results.md): 90.89 % at 6 epochs, SGD 90.26 % at 6 and 91.09 % at 8 (3 seeds
-# each, AMD EPYC family 25 model 17); fast94-muon 93.15 % at 11 epochs (3 seeds), SGD at 11 93.16 % (1 seed).
-# The epochs are the SGD recipes' times airbench's 8 / 9.9, rounded to the nearest
-# (14 -> 11.31 -> 11, 8 -> 6.46 -> 6), a starting point until CIFAR-10 runs measure what Muon saves
-# here. At the counted training FLOPs per image (413 M at width 0.75, 197 M at 0.5; training/work.py)
-# and 48 steps of 1024 an epoch, that is 0.223 and 0.058 PFLOP of training, inside issue 26's 0.25
-# and 0.065 (rounding up, to 12 and 7 epochs, would make 0.244 and 0.068: over for fast-muon).
+# fast94-muon measured (docs/results.md): 93.15 % at 11 epochs (3 seeds), SGD at 11 93.16 % (1 seed); 11 is
+# fast94's 14 times airbench's 8 / 9.9 (11.31), rounded, 413 M training FLOPs per image at width 0.75:
+# 0.223 PFLOP, inside issue 26's 0.25. fast-muon started the same way (8 -> 6 epochs, 90.89 %, 3 seeds,
+# 0.058 PFLOP); it now keeps fast's 8 epochs and trains the first three on the images scaled down to
+# 24 px (--resize-from 24; 0.52 of the FLOPs of 32 px), 0.064 PFLOP in all, inside issue 26's 0.065:
+# 91.20 +- 0.07 % over 5 seeds, against 91.04 +- 0.21 % for the budget spent at full size (6.69 epochs,
+# 5 seeds, Welch p = 0.15) and 90.99 % growing from 16 px over 10 epochs (AMD EPYC family 25 model 17).
 MUON = {"optimizer": "muon", "muon_lr_scale": 0.16, "muon_momentum": 0.6}
 FAST94_MUON = FAST94 | MUON | {"epochs": 11}
-FAST_MUON = FAST | MUON | {"epochs": 6}
+FAST_MUON = FAST | MUON | {"resize_from": 24}
 
 # torchvision's ResNet-50 reference (references/classification, "ResNet" section): 90 epochs of SGD,
 # lr 0.1 for a batch of 256 divided by 10 at epochs 30 and 60, weight decay 1e-4, 224 px

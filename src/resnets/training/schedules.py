@@ -49,8 +49,16 @@ def lr_at(step: int, total_steps: int, base_lr: float, schedule: str, warmup_ste
     raise ValueError(f"unknown schedule {schedule!r}")
 
 
-RESIZE_STEP = 32  # progressive sizes are multiples of 32: every ImageNet ResNet stage divides them evenly
 RESIZE_RAMP = 0.75  # the share of the epochs over which the crop grows; the rest train at full size
+
+
+def resize_step(final: int) -> int:
+    """Progressive sizes are multiples of this: 32 for ImageNet-size crops, 8 for CIFAR-size ones.
+
+    Every ImageNet ResNet stage divides a multiple of 32 evenly; the CIFAR nets downsample by 4
+    (ResNet-20...) or 8 (fastresnet's three pools), so a multiple of 8 keeps their maps whole.
+    """
+    return 32 if final >= 128 else 8
 
 
 def resolution_at(epoch: int, epochs: int, low: int, high: int) -> int:
@@ -58,4 +66,5 @@ def resolution_at(epoch: int, epochs: int, low: int, high: int) -> int:
     ramp = max(1, round(RESIZE_RAMP * epochs) - 1)
     t = min(1.0, epoch / ramp)
     size = low + t * (high - low)
-    return min(high, max(RESIZE_STEP, round(size / RESIZE_STEP) * RESIZE_STEP))
+    step = resize_step(high)
+    return min(high, max(step, round(size / step) * step))
