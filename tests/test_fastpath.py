@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import importlib.util
 import json
+import time
 from pathlib import Path
 
 import pytest
@@ -37,7 +38,7 @@ def _fake_timings(monkeypatch: pytest.MonkeyPatch, table: dict[str, float], call
     """Replace the trial's stopwatch: seconds per step by candidate, the compiled step's, and the
     sizing steps' (first, warm) seconds by batch (``sizing``)."""
 
-    def fake(model, x, y, precision, device, steps=2, graphs=False):
+    def fake(model, x, y, precision, device, steps=2, graphs=False, rival=None):
         layout = "nhwc" if x.is_contiguous(memory_format=torch.channels_last) and x.shape[1] > 1 else "nchw"
         calls.append((precision, layout, steps))
         if hasattr(model, "_orig_mod"):  # the compiled probe: its first call, then warm ones
@@ -384,6 +385,42 @@ def test_inference_precision_is_measured_for_the_served_shape(tmp_path: Path, mo
     assert "inference" in key and "[3, 32, 32]" in key and set(entry["seconds"]) == {"fp32", "bf16"}
     assert fast.precision == min(entry["seconds"], key=entry["seconds"].get)
     assert prepare_inference(model, precision="fp32", input_shape=(3, 32, 32)).precision == "fp32"
+
+
+FORWARDS: dict[str, list[int]] = {"fp32": [], "bf16": []}  # batch of each call, by precision
+
+
+class _SlowInBf16(torch.nn.Module):
+    """A linear net whose forward sleeps 10 ms an image in fp32 and 50 ms in bf16 (as bf16 on an AVX2 CPU)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.fc = torch.nn.Linear(3 * 4 * 4, 10)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        bf16 = torch.is_autocast_enabled("cpu") and torch.get_autocast_dtype("cpu") == torch.bfloat16
+        FORWARDS["bf16" if bf16 else "fp32"].append(len(x))
+        time.sleep((0.05 if bf16 else 0.01) * len(x))
+        return self.fc(x.flatten(1))
+
+
+def test_a_candidate_that_has_lost_is_not_timed_again_and_inference_is_timed_on_fewer_images(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("RESNETS_CACHE_DIR", str(tmp_path))
+    for calls in FORWARDS.values():
+        calls.clear()
+    net = _SlowInBf16()
+    trial = autotune.run_trial(net, TrainConfig(channels_last=False), (3, 4, 4), 10, 4, CPU)
+    assert trial.best([("fp32", False), ("bf16", False)]) == ("fp32", False)
+    # fp32: three sizing steps and its own three; bf16: a first step, one warm step 5x slower, no more
+    assert FORWARDS == {"fp32": [4] * 6, "bf16": [4, 4]}
+    for calls in FORWARDS.values():
+        calls.clear()
+    precision, entry = autotune.inference_precision(net.eval(), (3, 4, 4), CPU, False)
+    # 64 images took 0.64 s, over the 0.5 s a trial call may take: 32 from then on, bf16 given up early
+    assert precision == "fp32" and entry["batch"] == 32
+    assert FORWARDS == {"fp32": [64, 32, 32, 32], "bf16": [32, 32]}
 
 
 def test_a_run_records_the_machine_it_started_on_and_a_resume_keeps_it() -> None:

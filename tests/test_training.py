@@ -225,11 +225,13 @@ def test_missing_or_corrupt_files_are_one_line_errors(tmp_path: Path) -> None:
 @pytest.mark.slow
 def test_cifar10_short_real_training_beats_chance(shared_data: Path, tmp_path: Path) -> None:
     cfg = TrainConfig(
-        model="resnet20", dataset="cifar10", data_dir=str(shared_data), epochs=2, train_subset=10_000,
-        schedule="onecycle", lr=0.1, out=str(tmp_path / "run"), final_eval_only=True, **PINNED,
+        model="resnet20", dataset="cifar10", data_dir=str(shared_data), epochs=2, train_subset=5_000,
+        batch_size=64, schedule="onecycle", lr=0.1, out=str(tmp_path / "run"), final_eval_only=True, **PINNED,
     )  # fmt: skip
     result = train(cfg, progress=False)  # evaluated once, at the end: the 10,000 test images cost seconds
-    assert result.metrics["test_error"] < 0.70  # chance is 0.90; measured 0.58 (one thread)
+    # Chance is 0.90; measured 0.65 and 0.62 (seeds 0, 1; one thread). 10,000 images at batch 128, the same
+    # number of steps for twice the work, measured 0.58; 1 epoch of them at batch 64 0.66 and 0.64.
+    assert result.metrics["test_error"] < 0.75
 
 
 @pytest.mark.slow  # bf16 kernels' first use costs seconds (10 s on an AMD EPYC family 25 model 17)

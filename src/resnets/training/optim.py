@@ -30,11 +30,12 @@ from .finetune import HEAD, position_scales
 
 
 def make_optimizer(
-    model: nn.Module, cfg: TrainConfig, device: torch.device
+    model: nn.Module, cfg: TrainConfig, device: torch.device, precision: str = "bf16"
 ) -> torch.optim.Optimizer | MuonWithSGD:
     """The run's optimiser over the parameters that train, grouped by (weight decay, lr scale).
 
-    SGD with momentum by default; ``--opt adamw``: torch's AdamW; ``--opt muon``: ``MuonWithSGD``.
+    SGD with momentum by default; ``--opt adamw``: torch's AdamW; ``--opt muon``: ``MuonWithSGD``,
+    orthogonalising in fp32 where the run's ``precision`` (its fast path) is fp32.
     """
     settings = parameter_settings(model, cfg)
     params = dict(model.named_parameters())
@@ -46,7 +47,7 @@ def make_optimizer(
         muon = [(params[n], 0.0 if cfg.muon_filter_norm else d, s * cfg.muon_lr_scale)
                 for n, (d, s) in settings.items() if n in hidden]  # fmt: skip
         rest = [(params[n], d, s) for n, (d, s) in settings.items() if n not in hidden]
-        return MuonWithSGD(_groups(muon), _groups(rest), cfg, fused)
+        return MuonWithSGD(_groups(muon), _groups(rest), cfg, fused, fp32=precision == "fp32")
     groups = _groups([(params[n], d, s) for n, (d, s) in settings.items()])
     if cfg.optimizer == "adamw":
         return torch.optim.AdamW(groups, lr=cfg.lr, betas=(cfg.betas[0], cfg.betas[1]), fused=fused)
@@ -135,13 +136,14 @@ class MuonWithSGD:
     With ``muon_filter_norm`` each of its matrices is rescaled to Frobenius norm sqrt(rows) before
     every step, as airbench94_muon does to its filters; that leaves the net's function unchanged only
     where a BatchNorm follows the filter (as in every BN net here, not Fixup or norm-free arms).
+    With ``fp32`` (a run training in fp32) the iterations run in fp32 (``Fp32Muon``), not torch's bf16.
     ``param_groups`` lists both optimisers' groups (the trainer sets their lr); the state dict holds
     both, so a resumed run continues exactly.
     """
 
     def __init__(
         self, muon_groups: list[dict[str, Any]], sgd_groups: list[dict[str, Any]], cfg: TrainConfig,
-        fused: bool | None,
+        fused: bool | None, fp32: bool = False,
     ) -> None:  # fmt: skip
         if not hasattr(torch.optim, "Muon"):
             raise ResnetsError(
@@ -152,7 +154,9 @@ class MuonWithSGD:
             group["params"] = [self._matrix(p) for p in group["params"]]
         self.parts: dict[str, torch.optim.Optimizer] = {}
         if muon_groups:
-            self.parts["muon"] = torch.optim.Muon(
+            from .muon import Fp32Muon  # torch.optim.Muon, its base, is only in torch >= 2.9
+
+            self.parts["muon"] = (Fp32Muon if fp32 else torch.optim.Muon)(
                 muon_groups, lr=cfg.lr, momentum=cfg.muon_momentum, ns_steps=cfg.muon_ns_steps
             )
         self.filter_norm = cfg.muon_filter_norm

@@ -85,7 +85,7 @@ def build_learner(setup: Setup, model: nn.Module, resume: bool) -> Learner:
     train_forward = distributed.wrap(model, ctx)
     if setup.fast.compile:
         train_forward = compile_forward(train_forward, setup.fast.graphs)
-    optimizer = make_optimizer(model, cfg, ctx.device)
+    optimizer = make_optimizer(model, cfg, ctx.device, setup.fast.precision)
     scaler = grad_scaler(setup.fast.precision, ctx.device)
     # An exponential moving average of the weights (and BN statistics), evaluated and saved instead.
     ema = make_ema(model, cfg.ema_decay) if cfg.ema_decay else None
