@@ -24,7 +24,7 @@ demo: $(STAMP)
 # one thread, tests handed out as workers free up. On 2 cores: 10 min, against 16.5 min for one
 # process with two threads (docs/results.md, "The test suite").
 CORES := $(shell $(PYTHON) -c 'import os; print(len(os.sched_getaffinity(0)))' 2>/dev/null || echo 1)
-XDIST := -n $(CORES) --dist worksteal
+XDIST := -n $(CORES) --dist worksteal --durations=15
 test: $(STAMP)
 	OMP_NUM_THREADS=1 $(BIN)/python -m pytest -q $(XDIST)
 
