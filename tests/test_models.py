@@ -17,6 +17,7 @@ from resnets.models import (
     PadShortcut,
     ResidualUnit,
     count_depth,
+    count_flops,
     count_params,
     create_model,
     get_spec,
@@ -252,6 +253,23 @@ def test_flops_match_paper() -> None:
     for depth, macs in paper.items():
         ours = summarize(f"resnet{depth}").macs
         assert ours == pytest.approx(macs, rel=0.03 if depth < 50 else 0.08), depth
+
+
+@pytest.mark.parametrize(
+    ("name", "options"),
+    [
+        ("resnet20", {}),
+        ("preact_resnet110", {}),
+        ("fastresnet", {}),
+        ("resnet20", {"norm": "none"}),
+        ("plain20", {"init": "orthogonal"}),
+    ],
+)
+def test_the_table_counts_what_a_real_forward_pass_counts(name: str, options: dict) -> None:
+    # The table sizes nets on 'meta' with initialisers and normalisations skipped as shape-only.
+    row, real = summarize(name, **options), create_model(name, **options)
+    assert row.flops == count_flops(real, row.input_size) > 0
+    assert row.params == count_params(real)
 
 
 @pytest.mark.parametrize(

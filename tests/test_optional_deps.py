@@ -88,7 +88,7 @@ def test_every_command_runs_without_the_extras(core: Core, run_dir: Path, tmp_pa
     image = tmp_path / "x.png"
     Image.new("L", (16, 16)).save(image)
     commands = [
-        ["--help"], ["models", "resnet2?"],  # the whole table is test_cli_models' (20 s of FLOP counting)
+        ["--help"], ["models", "resnet2?"],  # the whole table: test_cli_models
         ["eval", "--run", str(run_dir), "--json"],
         ["predict", "--run", str(run_dir), str(image)],
         ["export", "--run", str(run_dir), "--format", "pt2", "--output", str(tmp_path / "m.pt2")],
@@ -96,8 +96,9 @@ def test_every_command_runs_without_the_extras(core: Core, run_dir: Path, tmp_pa
         ["diagnose", "--model", "resnet20", "--steps", "2", *TINY, "--out", str(tmp_path / "diag")],
         ["train", "--resume", "--out", str(run_dir), "--quiet"],
     ]  # fmt: skip
-    for sub in ("train", "eval", "predict", "export", "diagnose", "degradation", "models"):
-        commands.append([sub, "--help"])
+    # Every subcommand's parser is built for any call (the --help above): one subcommand's help shows
+    # that its printing needs no extra either (each of these calls costs 3-4 s on a slow machine).
+    commands.append(["train", "--help"])
     for args in commands:
         proc = core.cli(*args)
         assert proc.returncode == 0 and "Traceback" not in proc.stderr, f"{args}: {proc.stderr[-500:]}"

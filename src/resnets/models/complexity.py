@@ -5,7 +5,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import torch
+import torch.nn.functional as F
 from torch import fx, nn
+from torch.overrides import TorchFunctionMode
 from torch.utils.flop_counter import FlopCounterMode
 
 from .registry import create_model, get_spec
@@ -48,6 +50,30 @@ def count_depth(model: nn.Module) -> int:
     raise ValueError("the traced graph has no output")
 
 
+_INIT = nn.init
+# Filling a tensor that has no data, or normalising one, changes no shape and no counted FLOP,
+# yet on 'meta' each runs PyTorch's Python reference (normal_ ~0.6 ms, batch_norm more): skipped.
+# `resnets models` took 30 s, now 15 s, on an AVX2-only AMD EPYC (family 25 model 1).
+_NO_SHAPE_CHANGE = {
+    _INIT.normal_, _INIT.uniform_, _INIT.trunc_normal_, _INIT.constant_, _INIT.zeros_, _INIT.ones_,
+    _INIT.kaiming_normal_, _INIT.kaiming_uniform_, _INIT.xavier_normal_, _INIT.xavier_uniform_,
+    _INIT.orthogonal_, _INIT.dirac_, torch.Tensor.normal_, torch.Tensor.uniform_, torch.Tensor.fill_,
+    torch.Tensor.zero_, F.batch_norm, F.group_norm, F.layer_norm, F.instance_norm,
+}  # fmt: skip
+
+
+class _ShapesOnly(TorchFunctionMode):
+    """On 'meta' tensors, initialisers and normalisations return their input unchanged."""
+
+    def __torch_function__(self, func, types, args=(), kwargs=None):  # type: ignore[no-untyped-def]
+        kwargs = kwargs or {}
+        if func in _NO_SHAPE_CHANGE:
+            first = args[0] if args else next(iter(kwargs.values()))
+            if isinstance(first, torch.Tensor) and first.is_meta:
+                return first
+        return func(*args, **kwargs)
+
+
 @dataclass(frozen=True)
 class ModelSummary:
     """One row of `resnets models`."""
@@ -70,11 +96,12 @@ class ModelSummary:
 def summarize(name: str, **options: object) -> ModelSummary:
     """Parameters and FLOPs of a registered model at its family's input size, built on 'meta'."""
     spec = get_spec(name)
-    # The meta device allocates no memory and runs no kernels: sizing resnet1202 is instant.
-    with torch.device("meta"):
+    # The meta device allocates no memory and runs no kernels: only shapes are computed.
+    with torch.device("meta"), _ShapesOnly():
         model = create_model(name, **options)
-    in_ch = int(options.get("in_channels", spec.input_size[0]))  # type: ignore[call-overload]
-    size = (in_ch, *spec.input_size[1:])
+        in_ch = int(options.get("in_channels", spec.input_size[0]))  # type: ignore[call-overload]
+        size = (in_ch, *spec.input_size[1:])
+        flops = count_flops(model, size)
     return ModelSummary(
         name=name,
         family=spec.family,
@@ -83,6 +110,6 @@ def summarize(name: str, **options: object) -> ModelSummary:
         # The fast net's shortcuts are identities (no option): "A" is the parameter-free kind.
         shortcut=str(options.get("shortcut", spec.options.get("shortcut", "A"))) if spec.residual else "none",
         params=count_params(model),
-        flops=count_flops(model, size),
+        flops=flops,
         input_size=size,
     )
